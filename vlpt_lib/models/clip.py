@@ -1,0 +1,116 @@
+"""One entry point from (model name, pretrained tag or file) to a ready CLIP, through open_clip.
+
+The paper profile asks for ("ViT-B-16", "openai"); the smoke and mini profiles ask for the small
+CLIP trained on the mini world ("vlpt-mini-clip", <its checkpoint file>). Both go through the same
+`open_clip.create_model_and_transforms` call, so the mini run exercises the real loading path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(CONFIG_DIR)  # registers vlpt-smoke-clip and vlpt-mini-clip
+
+PAPER_CLIP = ("ViT-B-16", "openai")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class ClipBundle:
+    model: torch.nn.Module
+    preprocess_train: Callable
+    preprocess_val: Callable
+    tokenizer: Callable
+    name: str
+    pretrained: str | None
+
+
+def _is_path(pretrained: str) -> bool:
+    return any(ch in pretrained for ch in "/\\") or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def cached_weights(model_name: str, tag: str) -> Path | None:
+    """The local file of an open_clip tag when it is already in the Hugging Face cache (no network)."""
+    from huggingface_hub import hf_hub_download
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    repo = cfg.get("hf_hub", "").strip("/")
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if not repo:
+            break
+        try:
+            return Path(hf_hub_download(repo, filename, local_files_only=True))
+        except Exception:
+            continue
+    return None
+
+
+def load_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu",
+              quick_gelu: bool | None = None) -> ClipBundle:
+    """Build `model_name` with weights from an open_clip tag or a local file; eval mode, fp32.
+
+    A tag already in the local cache loads without touching the network. OpenAI's weights need
+    QuickGELU: the tag sets it; for a local OpenAI file pass quick_gelu=True (or use ViT-B-16-quickgelu).
+    """
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown CLIP model {model_name!r}; open_clip knows e.g. ViT-B-16, ViT-B-32, vlpt-mini-clip")
+    if pretrained and _is_path(str(pretrained)) and not Path(pretrained).expanduser().exists():
+        raise WeightsNotFoundError(
+            f"CLIP weights file not found: {pretrained}\n"
+            f"Put the {model_name} checkpoint there, or set clip_pretrained to an open_clip tag "
+            f"(one of {open_clip.list_pretrained_tags_by_model(model_name) or 'none for this model'})."
+        )
+    source = pretrained
+    if pretrained and _is_path(str(pretrained)):
+        source = str(Path(pretrained).expanduser())
+    elif pretrained and (local := cached_weights(model_name, pretrained)) is not None:
+        quick_gelu = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("quick_gelu", quick_gelu)
+        source = str(local)
+    extra = {"force_quick_gelu": True} if quick_gelu else {}
+    try:
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            model_name, pretrained=source, device=device, **extra)
+    except Exception as err:  # open_clip raises several kinds when a download is impossible
+        if pretrained and not _is_path(str(pretrained)):
+            raise WeightsNotFoundError(
+                f"could not get CLIP weights {model_name}/{pretrained} ({type(err).__name__}: {err}).\n"
+                "On a machine without internet, download them elsewhere and set clip_pretrained to the local "
+                f"file, e.g. clip_pretrained: /data/weights/{model_name}-{pretrained}.pt (the OpenAI ViT-B/16 "
+                "file open_clip caches as open_clip_pytorch_model.bin also works), or pre-fill the Hugging Face "
+                "cache (HF_HOME) on a machine that has internet."
+            ) from err
+        raise
+    model.eval()
+    return ClipBundle(model, preprocess_train, preprocess_val, open_clip.get_tokenizer(model_name),
+                      model_name, str(pretrained) if pretrained else None)
+
+
+def mini_clip_name(profile: str) -> str:
+    return f"vlpt-{profile}-clip"
+
+
+def ensure_mini_clip(profile: str) -> Path:
+    """Train (once, cached by config) the small CLIP of the smoke/mini world; return its weights file."""
+    from ..data.mini_world import ensure_world
+    from ..engine import clip_train
+    from ..engine.launch import run_dir_for, run_job
+
+    ensure_world(profile)
+    cfg = clip_train.default_clip_train_cfg(profile)
+    run_job("clip_train", cfg, profile)
+    return run_dir_for("clip_train", cfg, profile) / "mini_clip.pt"
+
+
+def clip_spec(profile: str, model_name: str | None = None, pretrained: str | None = None) -> tuple[str, str]:
+    """(model name, pretrained) for a profile; explicit values (the notebook parameters) win."""
+    if profile == "paper":
+        return model_name or PAPER_CLIP[0], pretrained or PAPER_CLIP[1]
+    return model_name or mini_clip_name(profile), pretrained or str(ensure_mini_clip(profile))
