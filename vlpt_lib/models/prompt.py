@@ -1,0 +1,231 @@
+"""Zero-shot CLIP, CoOp and CoCoOp on a frozen open_clip CLIP, with an exact fast CoCoOp path.
+
+Prompt of class k:  [SOS] ctx_1 .. ctx_M  <class name> .  [EOT]
+- CoOp: the M context vectors are shared by all classes and images (learned).
+- CoCoOp: a Meta-Net maps the L2-normalised image feature x to pi(x) (Linear(vis, vis//16) -> ReLU ->
+  Linear(vis//16, ctx_dim)); every context vector becomes ctx_i + pi(x), so each image gets its own
+  set of class prompts (official trainers/cocoop.py: image features are normalised before the
+  Meta-Net; the bias is added to all M vectors).
+- CLIP (zero-shot): the hand-written per-dataset template, no learned parameters.
+
+Fast exact CoCoOp (`PromptCLIP.forward`): all (image, class) prompts of a batch are encoded in
+one pass through the text transformer, in chunks of at most `text_chunk` prompts to bound memory.
+Classes are sorted by prompt length and each chunk is cut after its longest prompt's EOT: the
+text transformer is causal and the feature is read at EOT, so the cut changes nothing
+(tests/test_cocoop_exact.py proves logits and gradients equal a per-image, full-length loop).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .text_encoder import TextEncoder
+
+METHODS = ("CLIP", "CoOp", "CoCoOp")
+
+
+def clean_classname(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """EOT index of each tokenised prompt: CLIP's EOT id is the largest id in the vocabulary."""
+    return tokens.argmax(dim=-1)
+
+
+class PromptLearner(nn.Module):
+    """The trainable part: M context vectors (+ the Meta-Net for CoCoOp) and per-class token buffers.
+
+    The class buffers (SOS embedding, the embeddings after the context, EOT positions) are
+    non-persistent: a checkpoint holds only ctx (+ meta_net), and `set_class_tokens` swaps the
+    class set (base -> new classes, ImageNet -> another dataset) without touching what was learned.
+    """
+
+    def __init__(self, ctx_vectors: torch.Tensor, vis_dim: int, conditional: bool, prompt_prefix: str):
+        super().__init__()
+        self.ctx = nn.Parameter(ctx_vectors.detach().clone().float())
+        self.n_ctx, self.ctx_dim = self.ctx.shape
+        self.conditional = conditional
+        self.prompt_prefix = prompt_prefix
+        if conditional:
+            hidden = vis_dim // 16
+            self.meta_net = nn.Sequential(OrderedDict([
+                ("linear1", nn.Linear(vis_dim, hidden)),
+                ("relu", nn.ReLU(inplace=True)),
+                ("linear2", nn.Linear(hidden, self.ctx_dim)),
+            ]))
+        else:
+            self.meta_net = None
+        self.register_buffer("token_prefix", torch.empty(0, 1, self.ctx_dim), persistent=False)
+        self.register_buffer("token_suffix", torch.empty(0, 0, self.ctx_dim), persistent=False)
+        self.register_buffer("eot_idx", torch.empty(0, dtype=torch.long), persistent=False)
+
+    def set_class_tokens(self, prefix: torch.Tensor, suffix: torch.Tensor, eot_idx: torch.Tensor) -> None:
+        dev = self.ctx.device
+        self.token_prefix = prefix.to(dev)
+        self.token_suffix = suffix.to(dev)
+        self.eot_idx = eot_idx.to(dev)
+
+    @property
+    def n_cls(self) -> int:
+        return int(self.token_prefix.shape[0])
+
+    def context(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(1, M, C) for CoOp, (B, M, C) for CoCoOp: ctx + pi(x) for each normalised image feature x."""
+        ctx = self.ctx.unsqueeze(0)
+        if self.meta_net is None:
+            return ctx
+        bias = self.meta_net(image_features)
+        return ctx + bias.unsqueeze(1)
+
+    def build_prompts(self, ctx: torch.Tensor, class_idx: torch.Tensor, seq_len: int | None = None) -> torch.Tensor:
+        """Prompt embeddings (G, k, seq_len, C) for G contexts (G = 1 or B) and the classes class_idx."""
+        seq_len = seq_len or (1 + self.n_ctx + self.token_suffix.shape[1])
+        g, k = ctx.shape[0], class_idx.numel()
+        prefix = self.token_prefix[class_idx].unsqueeze(0).expand(g, k, -1, -1)
+        suffix = self.token_suffix[class_idx, : seq_len - 1 - self.n_ctx].unsqueeze(0).expand(g, k, -1, -1)
+        ctx = ctx.unsqueeze(1).expand(g, k, -1, -1)
+        return torch.cat([prefix.to(ctx.dtype), ctx, suffix.to(ctx.dtype)], dim=2)
+
+
+class PromptCLIP(nn.Module):
+    """Frozen CLIP + a prompt learner. forward(images) -> logits (B, n_cls).
+
+    method: "CLIP" (zero-shot, template), "CoOp" or "CoCoOp". text_chunk: the most prompts encoded
+    at once. truncate: cut the text sequence after the longest EOT (exact; False = full length).
+    """
+
+    def __init__(self, clip_model: nn.Module, tokenizer: Callable, method: str = "CoCoOp", n_ctx: int = 4,
+                 ctx_init: str | None = "a photo of a", text_chunk: int = 2048, truncate: bool = True,
+                 seed_ctx: int | None = None):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.method = method
+        self.clip = clip_model
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.text_encoder = TextEncoder(clip_model)
+        self.text_chunk = int(text_chunk)
+        self.truncate = truncate
+        self.template = "a photo of a {}."
+        ctx_dim = self.text_encoder.width
+        vis_dim = int(clip_model.visual.output_dim)
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ").strip()
+            tokens = tokenizer([ctx_init])
+            n_ctx = int(eot_positions(tokens)[0]) - 1  # tokens between SOS and EOT
+            with torch.no_grad():
+                ctx_vectors = clip_model.token_embedding(tokens.to(self._device()))[0, 1:1 + n_ctx].float().cpu()
+            prefix_text = ctx_init
+        else:
+            gen = torch.Generator().manual_seed(seed_ctx) if seed_ctx is not None else None
+            ctx_vectors = torch.randn(n_ctx, ctx_dim, generator=gen) * 0.02  # N(0, 0.02) as CoOp
+            prefix_text = " ".join(["X"] * n_ctx)
+        self.prompt_learner = PromptLearner(ctx_vectors, vis_dim, conditional=(method == "CoCoOp"),
+                                            prompt_prefix=prefix_text)
+        self.prompt_learner.to(self._device())
+        self.classnames: list[str] = []
+        self._zs_weights: torch.Tensor | None = None
+        self._text_cache: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.prompt_learner.parameters() if p.requires_grad] if self.method != "CLIP" else []
+
+    def set_classnames(self, classnames: Sequence[str], template: str | None = None) -> None:
+        """Build the class prompts (and for CLIP the zero-shot weights) for this class set."""
+        self.classnames = [clean_classname(c) for c in classnames]
+        if template:
+            self.template = template
+        self._text_cache = None
+        self._zs_weights = None
+        pl = self.prompt_learner
+        prompts = [f"{pl.prompt_prefix} {name}." for name in self.classnames]
+        tokens = self.tokenizer(prompts)
+        eot = eot_positions(tokens)
+        with torch.no_grad():
+            emb = self.clip.token_embedding(tokens.to(self._device())).float()
+        pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
+        if self.method == "CLIP":
+            self._zs_weights = self.zeroshot_weights(self.classnames, self.template)
+
+    @torch.no_grad()
+    def zeroshot_weights(self, classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Normalised text features (K, D) of the hand-written template (CoOp's zero-shot CLIP)."""
+        tokens = self.tokenizer([template.format(clean_classname(c)) for c in classnames]).to(self._device())
+        feats = []
+        for start in range(0, tokens.shape[0], self.text_chunk):
+            feats.append(self.clip.encode_text(tokens[start:start + self.text_chunk]).float())
+        return F.normalize(torch.cat(feats), dim=-1)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()  # CLIP stays frozen (no dropout / BN updates)
+        self._text_cache = None
+        return self
+
+    # ------------------------------------------------------------------------------------- forward
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = self.clip.encode_image(images)
+        return F.normalize(feats.float(), dim=-1)
+
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(self.encode_images(images))
+
+    def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
+        """image_features: (B, D) L2-normalised. Returns (B, n_cls) logits."""
+        if not self.classnames:
+            raise RuntimeError("call set_classnames(...) before forward")
+        if self.method == "CLIP":
+            return self.logit_scale() * image_features @ self._zs_weights.t().to(image_features.dtype)
+        if self.method == "CoOp":
+            text = self._text_cache
+            if text is None:
+                text = self._encode_prompts(self.prompt_learner.context())[0]  # (K, D)
+                if not torch.is_grad_enabled():
+                    self._text_cache = text  # eval: one text pass for the whole test set
+            return self.logit_scale() * image_features @ text.t().to(image_features.dtype)
+        ctx = self.prompt_learner.context(image_features)  # (B, M, C)
+        text = self._encode_prompts(ctx)  # (B, K, D) normalised
+        return self.logit_scale() * torch.einsum("bd,bkd->bk", image_features, text.to(image_features.dtype))
+
+    def _encode_prompts(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Normalised text features (G, K, D) of every (context g, class k) prompt, chunked and cut."""
+        pl = self.prompt_learner
+        g, n_cls = ctx.shape[0], pl.n_cls
+        eot = pl.eot_idx
+        full_len = 1 + pl.n_ctx + pl.token_suffix.shape[1]
+        order = torch.argsort(eot, stable=True)  # short prompts together: each chunk is cut shorter
+        g_chunk = max(1, min(g, self.text_chunk))
+        per_chunk = max(1, self.text_chunk // g_chunk)
+        out_g = []
+        for g0 in range(0, g, g_chunk):
+            ctx_g = ctx[g0:g0 + g_chunk]
+            gg = ctx_g.shape[0]
+            parts = []
+            for k0 in range(0, n_cls, per_chunk):
+                idx = order[k0:k0 + per_chunk]
+                seq_len = int(eot[idx].max()) + 1 if self.truncate else full_len
+                prompts = pl.build_prompts(ctx_g, idx, seq_len)  # (gg, k, L, C)
+                k = idx.numel()
+                feats = self.text_encoder(prompts.reshape(gg * k, seq_len, -1), eot[idx].repeat(gg), seq_len)
+                parts.append(F.normalize(feats.float(), dim=-1).view(gg, k, -1))
+            text = torch.cat(parts, dim=1)
+            out_g.append(text)
+        text = torch.cat(out_g, dim=0)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n_cls, device=order.device)
+        return text[:, inverse]
