@@ -1,0 +1,62 @@
+import pandas as pd
+import pytest
+
+from vlpt_lib import paths, report, results
+
+
+def test_save_table_is_tidy_and_atomic(results_root):
+    rows = [{"method": "CoOp", "dataset": "EuroSAT", "split": "base", "seed": s, "metric": "acc", "value": 80.0 + s,
+             "run_id": "prompt-abc"} for s in (1, 2, 3)]
+    path = results.save_table("cocoop_base2new", rows, "mini")
+    assert path == results_root / "mini" / "tables" / "cocoop_base2new.csv"
+    assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
+    df = results.load_table("cocoop_base2new", "mini")
+    assert list(df.columns) == results.COLUMNS
+    assert set(df["profile"]) == {"mini"} and set(df["table"]) == {"cocoop_base2new"}
+    summary = report.ours_summary("cocoop_base2new", "mini")
+    assert summary.loc[0, "ours"] == pytest.approx(82.0) and summary.loc[0, "seeds"] == 3
+
+
+def test_rows_without_value_are_refused(results_root):
+    with pytest.raises(ValueError):
+        results.save_table("x", [{"method": "CLIP", "metric": "acc"}], "smoke")
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "t.txt"
+    results.atomic_write(target, "old")
+
+    with pytest.raises(TypeError):
+        results.atomic_write(target, 123)  # not str/bytes: fails mid-write
+    assert target.read_text() == "old"
+    assert not list(tmp_path.glob(".t.txt.*"))
+
+
+@pytest.mark.parametrize("table", results.TABLES)
+def test_reference_tables_are_complete(table):
+    ref = results.load_reference(table)
+    assert list(ref.columns) == results.REFERENCE_COLUMNS
+    assert ref["value"].map(float).notna().all() and ref["source"].str.len().gt(10).all()
+    assert set(ref["table"]) == {table}
+    assert set(ref["metric"]) <= {"acc", "miou", "H"}
+
+
+def test_reference_base2new_average_follows_the_papers_rule():
+    ref = results.load_reference("cocoop_base2new").set_index(["method", "dataset", "split"])["value"]
+    for method in ("CLIP", "CoOp", "CoCoOp"):
+        b, n, h = (ref[(method, "Average", s)] for s in ("base", "new", "base2new"))
+        assert 2 * b * n / (b + n) == pytest.approx(h, abs=0.02)
+
+
+def test_compare_shows_paper_rows_before_any_run(results_root):
+    df = report.compare("imagenet_finetune", "mini")
+    assert df["ours"].isna().all() and (df["method"] == "MVP").any()
+    index = report.render_report("mini")
+    text = index.read_text()
+    assert "MINI profile" in text and "84.40" in text and "Not run yet" in text
+
+
+def test_results_root_override(results_root):
+    assert paths.results_dir("smoke") == results_root / "smoke"
+    with pytest.raises(ValueError):
+        paths.results_dir("huge")
