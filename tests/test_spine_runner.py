@@ -1,0 +1,77 @@
+"""The papermill runner: order, parameters, caching, failures that say where and how to re-run."""
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from vlpt_lib import runner
+from vlpt_lib.paths import REPO_ROOT
+
+
+def _notebook(path, params_src, body_src):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(params_src)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# toy"), params, nbformat.v4.new_code_cell(body_src)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def toy(tmp_path, results_root):
+    nb_dir, p_dir = tmp_path / "notebooks", tmp_path / "params"
+    nb_dir.mkdir()
+    (p_dir / "smoke").mkdir(parents=True)
+    body = ("from pathlib import Path\nfrom vlpt_lib import paths\n"
+            "out = paths.results_dir(profile) / 'toy.txt'\nout.parent.mkdir(parents=True, exist_ok=True)\n"
+            "out.write_text(str(n * 2))")
+    _notebook(nb_dir / "00_setup.ipynb", 'profile = "smoke"\nn = 1', body)
+    _notebook(nb_dir / "99_report.ipynb", 'profile = "smoke"', "print('report')")
+    return nb_dir, p_dir
+
+
+def test_params_file_reaches_the_notebook_and_reruns_are_cached(toy, results_root):
+    nb_dir, p_dir = toy
+    (p_dir / "smoke" / "00_setup.yaml").write_text("n: 21\n")
+    out = runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    assert [(o.name, o.status) for o in out] == [("00_setup", "ran"), ("99_report", "ran")]
+    assert (results_root / "smoke" / "toy.txt").read_text() == "42"
+    assert (results_root / "smoke" / "notebooks" / "00_setup.ipynb").exists()
+    assert (results_root / "smoke" / "report" / "index.html").exists()
+    again = runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    assert again[0].status == "cached" and again[1].status == "ran"  # the report always re-collects
+    (p_dir / "smoke" / "00_setup.yaml").write_text("n: 5\n")
+    assert runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)[0].status == "ran"
+    assert (results_root / "smoke" / "toy.txt").read_text() == "10"
+    assert runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir, force=True)[0].status == "ran"
+
+
+def test_a_failure_names_notebook_cell_and_rerun_command(toy, results_root):
+    nb_dir, p_dir = toy
+    _notebook(nb_dir / "20_cocoop_base2new.ipynb", 'profile = "smoke"', "x = 1\nraise ValueError('shots must be > 0')")
+    with pytest.raises(runner.NotebookFailed) as err:
+        runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    msg = str(err.value)
+    assert "20_cocoop_base2new" in msg and "cell" in msg and "shots must be > 0" in msg
+    assert "python -m vlpt_lib reproduce --profile smoke --only 20_cocoop_base2new --force" in msg
+    # the report is still rendered, and the failed run is not cached
+    assert (results_root / "smoke" / "report" / "index.html").exists()
+    record = (results_root / "smoke" / "notebooks" / "20_cocoop_base2new.run.json").read_text()
+    assert '"failed"' in record
+
+
+def test_only_accepts_table_names_and_brings_dependencies():
+    present = ["00_setup", "01_mini_world", "10_mvp_pretrain", "11_imagenet_finetune", "20_cocoop_base2new", "99_report"]
+    assert runner.resolve(["cocoop_base2new"], present) == ["01_mini_world", "20_cocoop_base2new", "99_report"]
+    assert runner.resolve(["imagenet_finetune"], present) == ["01_mini_world", "10_mvp_pretrain",
+                                                              "11_imagenet_finetune", "99_report"]
+    with pytest.raises(SystemExit):
+        runner.resolve(["nope"], present)
+
+
+def test_cli_reports_failures_with_exit_code(toy, tmp_path, results_root):
+    proc = subprocess.run([sys.executable, "-m", "vlpt_lib", "reproduce", "--profile", "huge"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
