@@ -24,7 +24,9 @@ reproduce: install
 reproduce-smoke: install
 	$(PY) -m vlpt_lib reproduce --profile smoke
 
+# results/smoke is cleared so no run cached by older code can hide a bug.
 test: install
+	rm -rf results/smoke
 	$(PY) -m pytest
 
 report: install
