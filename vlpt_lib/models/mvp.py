@@ -176,6 +176,8 @@ def create_backbone(model_name: str, kwargs: dict, checkpoint: str | Path | None
     report = {"missing": [], "unexpected": [], "checkpoint": str(checkpoint) if checkpoint else None}
     if checkpoint:
         sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(model, timm.models.beit.Beit):  # resizes patch embed / rel-pos tables for another size
+            sd = timm.models.beit.checkpoint_filter_fn(sd, model)
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
         res = model.load_state_dict(sd, strict=False)

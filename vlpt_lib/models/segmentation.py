@@ -61,8 +61,9 @@ class BeitUperNet(nn.Module):
         self.aux = FCNHead(dim, aux_channels, num_classes) if aux_channels else None
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.backbone.forward_intermediates(x, indices=self.out_indices, intermediates_only=True,
-                                                    output_fmt="NCHW")
+        unique = sorted(set(self.out_indices))  # very shallow models repeat a block
+        got = self.backbone.forward_intermediates(x, indices=unique, intermediates_only=True, output_fmt="NCHW")
+        feats = [got[unique.index(i)] for i in self.out_indices]
         return [self.fpn1(feats[0]), self.fpn2(feats[1]), self.fpn3(feats[2]), self.fpn4(feats[3])]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
