@@ -1,0 +1,137 @@
+"""ADE20K (SceneParsing, ADEChallengeData2016) for semantic segmentation.
+
+    ADEChallengeData2016/
+      images/{training,validation}/ADE_*.jpg
+      annotations/{training,validation}/ADE_*.png     (0 = other/ignore, 1..150 = classes)
+      objectInfo150.txt                               (optional: class names; else the 150 below)
+
+With reduce_zero_label (the MVP/BEiT setting) label 0 becomes 255 (ignored) and the others shift
+down by one, so the classes are 0..K-1. `transforms` is a joint callable (image, mask) -> (image,
+mask); torchvision.transforms.v2 pipelines work as is (the mask arrives as tv_tensors.Mask).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import DatasetError, require
+from .coop import open_image
+
+IGNORE_INDEX = 255
+LAYOUT = """<data root>/
+  ADEChallengeData2016/
+    images/training/ADE_train_00000001.jpg ...
+    images/validation/ADE_val_00000001.jpg ...
+    annotations/training/ADE_train_00000001.png ...   (same stem, uint8 labels, 0 = other)
+    annotations/validation/ADE_val_00000001.png ...
+    objectInfo150.txt   (optional)"""
+SPLITS = {"training": "training", "train": "training", "validation": "validation", "val": "validation"}
+
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+)
+assert len(ADE20K_CLASSES) == 150
+
+
+def ade_root(root: str | os.PathLike) -> Path:
+    root = Path(root).expanduser()
+    if root.name != "ADEChallengeData2016" and (root / "ADEChallengeData2016").is_dir():
+        return root / "ADEChallengeData2016"
+    return root
+
+
+def read_object_info(path: Path) -> list[str]:
+    """Class names from objectInfo150.txt (tab-separated Idx, Ratio, Train, Val, Name; first synonym)."""
+    names = []
+    for n, line in enumerate(path.read_text().splitlines()):
+        cols = line.rstrip("\n").split("\t")
+        if n == 0 and cols[0].strip().lower() == "idx":
+            continue
+        if len(cols) < 5:
+            raise DatasetError(f"malformed line {n + 1} in {path}: {line!r}", path, LAYOUT)
+        names.append(cols[4].split(";")[0].strip())
+    return names
+
+
+class ADE20K(Dataset):
+    """(image, mask) pairs; without `transforms`: float image tensor (3,H,W) in [0,1] and long mask (H,W)."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "training", transforms: Callable | None = None,
+                 reduce_zero_label: bool = True):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {tuple(SPLITS)}, not {split!r}")
+        self.root = require(ade_root(root), "ADEChallengeData2016 folder", LAYOUT, "dir")
+        self.split = SPLITS[split]
+        img_dir = require(self.root / "images" / self.split, f"ADE20K {self.split} image folder", LAYOUT, "dir")
+        ann_dir = require(self.root / "annotations" / self.split, f"ADE20K {self.split} annotation folder", LAYOUT, "dir")
+        images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() == ".jpg")
+        if not images:
+            raise DatasetError(f"no .jpg images in {img_dir}", img_dir, LAYOUT)
+        self.samples = []
+        for p in images:
+            ann = ann_dir / (p.stem + ".png")
+            if not ann.is_file():
+                raise DatasetError(f"annotation missing for {p.name}: {ann}", ann, LAYOUT)
+            self.samples.append((str(p), str(ann)))
+        info = self.root / "objectInfo150.txt"
+        self.classnames = read_object_info(info) if info.is_file() else list(ADE20K_CLASSES)
+        self.num_classes = len(self.classnames)
+        self.ignore_index = IGNORE_INDEX
+        self.reduce_zero_label = reduce_zero_label
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_mask(self, i: int) -> np.ndarray:
+        path = self.samples[i][1]
+        mask = np.asarray(open_image_mask(path), dtype=np.uint8)
+        if self.reduce_zero_label:
+            mask = mask.astype(np.int16) - 1
+            mask[mask < 0] = IGNORE_INDEX
+            mask = mask.astype(np.uint8)
+        return mask
+
+    def __getitem__(self, i: int):
+        image = open_image(self.samples[i][0])
+        mask = torch.from_numpy(self.load_mask(i).astype(np.int64))
+        if self.transforms is not None:
+            from torchvision import tv_tensors
+            image, mask = self.transforms(image, tv_tensors.Mask(mask))
+            if isinstance(mask, torch.Tensor):
+                mask = mask.as_subclass(torch.Tensor).long()
+            return image, mask
+        import torchvision.transforms.functional as F
+        return F.to_tensor(image), mask
+
+
+def open_image_mask(path: str):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im if im.mode in ("L", "P") else im.convert("L")
+    except FileNotFoundError:
+        raise DatasetError(f"annotation not found: {path}", path, LAYOUT) from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetError(f"corrupt or unreadable annotation: {path} ({type(err).__name__}: {err})", path, LAYOUT) from None

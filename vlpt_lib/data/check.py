@@ -1,0 +1,84 @@
+"""What data each paper table needs, where it is expected, and whether it is there (00_setup shows it)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .coop import BASE_TO_NEW, DATASETS, VARIANTS
+
+B2N = "cocoop_base2new, cocoop_cross_dataset"
+DG = "cocoop_domain_generalization"
+
+
+def _dataset_rows(root: Path) -> list[dict]:
+    rows = []
+    for name in BASE_TO_NEW + VARIANTS:
+        spec = DATASETS[name]
+        ddir = root / spec.dataset_dir
+        table = DG if name in VARIANTS else (B2N if name != "ImageNet" else f"{B2N}, {DG}")
+        image_dir = ddir / spec.image_dir if spec.image_dir else ddir
+        rows.append({"table": table, "what": f"{name} images", "path": str(image_dir), "kind": "dir"})
+        if spec.kind == "split_json":
+            rows.append({"table": table, "what": f"{name} split file", "path": str(ddir / spec.split_file), "kind": "file"})
+        elif spec.kind == "fgvc":
+            for part in ("train", "val", "test"):
+                rows.append({"table": table, "what": f"{name} {part} list", "path": str(ddir / f"images_variant_{part}.txt"),
+                             "kind": "file"})
+        else:
+            rows.append({"table": table, "what": f"{name} class names", "path": str(ddir / "classnames.txt"), "kind": "file"})
+            if spec.kind == "imagenet":
+                rows[-2]["path"] = str(image_dir / "val")
+                rows[-2]["what"] = "ImageNet val images (CoOp's test set)"
+                rows.insert(len(rows) - 2, {"table": table, "what": "ImageNet train images (few-shot source)",
+                                            "path": str(image_dir / "train"), "kind": "dir"})
+    return rows
+
+
+def _mvp_rows(root: Path) -> list[dict]:
+    t1, t2 = "mvp pre-training, imagenet_finetune", "ade20k_segmentation"
+    ade = root / "ADEChallengeData2016"
+    return [
+        {"table": t1, "what": "ImageNet-1K train images", "path": str(root / "imagenet/images/train"), "kind": "dir"},
+        {"table": t1, "what": "ImageNet-1K val images", "path": str(root / "imagenet/images/val"), "kind": "dir"},
+        {"table": t1, "what": "ImageNet class names", "path": str(root / "imagenet/classnames.txt"), "kind": "file"},
+    ] + [{"table": t2, "what": f"ADE20K {kind} {split}", "path": str(ade / kind / split), "kind": "dir"}
+         for split in ("training", "validation") for kind in ("images", "annotations")]
+
+
+def _present(row: dict) -> bool:
+    p = Path(row["path"])
+    return p.is_dir() if row["kind"] == "dir" else p.is_file()
+
+
+def data_requirements(profile: str, data_root: str | os.PathLike | None = None) -> list[dict]:
+    """Rows {table, what, path, present}: the paper profile lists the real datasets under `data_root`
+    (or $VLPT_DATA_ROOT); smoke/mini list the generated world (run ensure_world to create it)."""
+    if profile == "paper":
+        root = data_root or os.environ.get("VLPT_DATA_ROOT")
+        base = Path(root).expanduser() if root else Path("<set data_root or VLPT_DATA_ROOT>")
+        rows = _dataset_rows(base) + _mvp_rows(base)
+    else:
+        from .. import paths
+        from .mini_world import STAMP, config_hash, is_current, world_config
+
+        base = Path(data_root) if data_root else paths.world_dir(profile)
+        rows = [{"table": "all (mini world)", "what": f"generated world (config {config_hash(world_config(profile))})",
+                 "path": str(base / STAMP), "kind": "file"}]
+        rows += [r for r in _dataset_rows(base) + _mvp_rows(base) if _world_has(r)]
+        rows.append({"table": "mini CLIP", "what": "image-caption pairs (open_clip CSV)",
+                     "path": str(base / "captions" / "train.csv"), "kind": "file"})
+        stamp_ok = is_current(base, world_config(profile))
+    out = []
+    for r in rows:
+        present = _present(r)
+        if profile != "paper" and r["path"].endswith(STAMP):
+            present = present and stamp_ok
+        out.append({"table": r["table"], "what": r["what"], "path": r["path"], "present": bool(present)})
+    return out
+
+
+def _world_has(row: dict) -> bool:
+    from .mini_world import MINI_DATASETS, MINI_VARIANTS
+    names = set(MINI_DATASETS + MINI_VARIANTS)
+    first = row["what"].split(" ")[0]
+    return first in names or row["table"].startswith(("mvp", "ade20k"))

@@ -1,0 +1,69 @@
+"""ImageNet in its folder layout, for MVP pre-training and fine-tuning.
+
+    <root>/images/train/<wnid>/*.JPEG
+    <root>/images/val/<wnid>/*.JPEG
+    <root>/classnames.txt            "<wnid> <class name>" per line
+
+Labels follow the sorted wnid folders (the usual ImageNet order). `root` is the imagenet folder;
+a data root that holds imagenet/ works too.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from . import DatasetError, require
+from .coop import DATASETS, open_image, read_classnames, scan_folders
+
+SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "val"}
+
+
+def imagenet_root(root: str | os.PathLike) -> Path:
+    root = Path(root).expanduser()
+    if not (root / "images").is_dir() and (root / "imagenet" / "images").is_dir():
+        return root / "imagenet"
+    return root
+
+
+class ImageNetFolder(Dataset):
+    """(transform(image), label) over images/<split>/<wnid>/*; `.classnames`, `.targets`, `.samples`."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
+        layout = DATASETS["ImageNet"].layout()
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {tuple(SPLITS)}, not {split!r}")
+        self.root = imagenet_root(root)
+        require(self.root, "ImageNet folder", layout, "dir")
+        names = read_classnames(self.root / "classnames.txt", layout)
+        image_dir = require(self.root / "images" / SPLITS[split], f"ImageNet {split} folder", layout, "dir")
+        folders = scan_folders(image_dir, self.root / f"scan_{SPLITS[split]}.json")
+        if not folders:
+            raise DatasetError(f"no class folders under {image_dir}", image_dir, layout)
+        self.wnids = [w for w, _ in folders]
+        missing = [w for w in self.wnids if w not in names]
+        if missing:
+            raise DatasetError(f"class folders without a line in {self.root / 'classnames.txt'}: {missing[:5]}",
+                               image_dir / missing[0], layout)
+        self.classnames = [names[w] for w in self.wnids]
+        self.samples = [(str(image_dir / w / f), label) for label, (w, files) in enumerate(folders) for f in files]
+        if not self.samples:
+            raise DatasetError(f"no images under {image_dir}", image_dir, layout)
+        self.targets = [label for _, label in self.samples]
+        self.split = SPLITS[split]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        img = open_image(path)
+        if self.transform is not None:
+            img = self.transform(img)
+        else:
+            import torchvision.transforms.functional as F
+            img = F.to_tensor(img)
+        return img, label
