@@ -121,3 +121,15 @@ def test_seg_train_transform_joint():
         # image and mask stay aligned through resize / crop / flip
         bright = x.mean(0) > 0.5
         assert (bright[m == 1]).float().mean() > 0.9 and (~bright[m == 0]).float().mean() > 0.9
+
+
+def test_bench_mvp_smoke(tmp_path, capsys):
+    from vlpt_lib.bench_mvp import run_bench
+
+    out = run_bench(["--device", "cpu", "--model", "smoke", "--batch", "4", "--steps", "1", "--warmup", "0",
+                     "--out", str(tmp_path)])
+    assert {r["mode"] for r in out["records"]} == {"eager", "tuned"}
+    assert out["flops_per_step"]["student_fwd_bwd"] > out["flops_per_step"]["teacher_fwd"] > 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mvp pretrain: ") and "MFU" in last and "over fp32 eager" in last
+    assert (tmp_path / "mvp_cpu_smoke_b4.json").exists()

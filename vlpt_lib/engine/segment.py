@@ -149,9 +149,9 @@ def build_data(cfg: dict, mean, std):
 
     root = Path(d["root"]).expanduser()
     root = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
-    k = int(d.get("num_classes") or ade_num_classes(root))
     train = ADE20K(root, "training", train_tf, reduce_zero_label=True)
     val = ADE20K(root, "validation", val_tf, reduce_zero_label=True)
+    k = int(d.get("num_classes") or getattr(train, "num_classes", 0) or ade_num_classes(root))
     from .pretrain import limit
 
     return limit(train, d.get("max_train"), seed), limit(val, d.get("max_val"), seed), k
