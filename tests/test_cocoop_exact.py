@@ -59,12 +59,15 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.prompt_learner.named_parameters()}
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("method", ["CoCoOp", "CoOp"])
 @pytest.mark.parametrize("batch,n_cls,chunk", [(1, 3, 2048), (3, 7, 5), (4, 10, 16), (2, 10, 1)])
-def test_fast_path_matches_per_image_reference(method, batch, n_cls, chunk):
+def test_fast_path_matches_per_image_reference(method, batch, n_cls, chunk, share_prefix):
     torch.set_num_threads(1)
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method=method, ctx_init="a photo of a", text_chunk=chunk)
+    model = PromptCLIP(clip, tokenizer, method=method, ctx_init="a photo of a", text_chunk=chunk,
+                       share_prefix=share_prefix)
+    assert model.text_encoder.supports_shared_prefix
     model.set_classnames(NAMES[:n_cls])
     assert len(set(model.prompt_learner.eot_idx.tolist())) > 1 or n_cls < 3  # prompts of different lengths
     torch.manual_seed(batch * 100 + n_cls)
@@ -93,7 +96,7 @@ def test_fast_path_matches_per_image_reference(method, batch, n_cls, chunk):
 
 def test_truncation_is_exact_and_shorter():
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp", text_chunk=4)
+    model = PromptCLIP(clip, tokenizer, method="CoCoOp", text_chunk=4, share_prefix=False)
     model.set_classnames(NAMES)
     eot = model.prompt_learner.eot_idx
     assert int(eot.max()) + 1 < CONTEXT  # the cut really removes positions
@@ -103,6 +106,15 @@ def test_truncation_is_exact_and_shorter():
         model.truncate = False
         full = model(images)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_random_init_context_and_eight_tokens():
+    clip = tiny_clip()
+    model = PromptCLIP(clip, tokenizer, method="CoCoOp", ctx_init=None, n_ctx=8, seed_ctx=1, text_chunk=7)
+    model.set_classnames(NAMES[:6])
+    images = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference_logits(model, images), rtol=1e-5, atol=1e-5)
 
 
 def test_new_classes_keep_learned_context():

@@ -97,11 +97,12 @@ class PromptCLIP(nn.Module):
 
     method: "CLIP" (zero-shot, template), "CoOp" or "CoCoOp". text_chunk: the most prompts encoded
     at once. truncate: cut the text sequence after the longest EOT (exact; False = full length).
+    share_prefix: compute the [SOS]+context positions once per image (exact; see text_encoder).
     """
 
     def __init__(self, clip_model: nn.Module, tokenizer: Callable, method: str = "CoCoOp", n_ctx: int = 4,
                  ctx_init: str | None = "a photo of a", text_chunk: int = 2048, truncate: bool = True,
-                 seed_ctx: int | None = None):
+                 share_prefix: bool = True, seed_ctx: int | None = None):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -113,6 +114,7 @@ class PromptCLIP(nn.Module):
         self.text_encoder = TextEncoder(clip_model)
         self.text_chunk = int(text_chunk)
         self.truncate = truncate
+        self.share_prefix = share_prefix
         self.template = "a photo of a {}."
         ctx_dim = self.text_encoder.width
         vis_dim = int(clip_model.visual.output_dim)
@@ -219,6 +221,12 @@ class PromptCLIP(nn.Module):
             for k0 in range(0, n_cls, per_chunk):
                 idx = order[k0:k0 + per_chunk]
                 seq_len = int(eot[idx].max()) + 1 if self.truncate else full_len
+                if self.share_prefix and self.text_encoder.supports_shared_prefix:
+                    prefix = torch.cat([pl.token_prefix[:1].expand(gg, -1, -1).to(ctx_g.dtype), ctx_g], dim=1)
+                    suffix = pl.token_suffix[idx, : seq_len - 1 - pl.n_ctx].to(ctx_g.dtype)
+                    feats = self.text_encoder.forward_shared_prefix(prefix, suffix, eot[idx])  # (gg, k, D)
+                    parts.append(F.normalize(feats.float(), dim=-1))
+                    continue
                 prompts = pl.build_prompts(ctx_g, idx, seq_len)  # (gg, k, L, C)
                 k = idx.numel()
                 feats = self.text_encoder(prompts.reshape(gg * k, seq_len, -1), eot[idx].repeat(gg), seq_len)
