@@ -90,7 +90,12 @@ def _time_pair(fns: dict, device, warmup: int, iters: int, use_cpu_time: bool = 
     return {name: statistics.median(v[key]) for name, v in samples.items()}, samples
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    run_bench(argv)
+    return 0
+
+
+def run_bench(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m vlpt_lib bench cocoop", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")

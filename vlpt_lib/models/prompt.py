@@ -157,17 +157,11 @@ class PromptCLIP(nn.Module):
         with torch.no_grad():
             emb = self.clip.token_embedding(tokens.to(self._device())).float()
         pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
-        if self.method == "CLIP":
-            self._zs_weights = self.zeroshot_weights(self.classnames, self.template)
+        if self.method == "CLIP":  # the data developer's zero-shot helper: (D, K) normalised weights
+            from ..engine.zeroshot import zeroshot_classifier
 
-    @torch.no_grad()
-    def zeroshot_weights(self, classnames: Sequence[str], template: str) -> torch.Tensor:
-        """Normalised text features (K, D) of the hand-written template (CoOp's zero-shot CLIP)."""
-        tokens = self.tokenizer([template.format(clean_classname(c)) for c in classnames]).to(self._device())
-        feats = []
-        for start in range(0, tokens.shape[0], self.text_chunk):
-            feats.append(self.clip.encode_text(tokens[start:start + self.text_chunk]).float())
-        return F.normalize(torch.cat(feats), dim=-1)
+            self._zs_weights = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
+                                                   device=self._device(), batch_size=self.text_chunk).t()
 
     def train(self, mode: bool = True):
         super().train(mode)
