@@ -34,9 +34,32 @@ def transforms(img_size: int, aug: dict, mean, std):
         auto_augment=aug.get("auto_augment", "rand-m9-mstd0.5-inc1"), interpolation=aug.get("interpolation", "bicubic"),
         re_prob=float(aug.get("re_prob", 0.25)), re_mode=aug.get("re_mode", "pixel"), re_count=int(aug.get("re_count", 1)),
         mean=tuple(mean), std=tuple(std))
+    _guard_posterize(train)
     val = create_transform(img_size, is_training=False, interpolation=aug.get("interpolation", "bicubic"),
                            crop_pct=float(aug.get("crop_pct", 0.875)), mean=tuple(mean), std=tuple(std))
     return train, val
+
+
+def _posterize_zero_ok(img, bits_to_keep, **_):
+    """Pillow >= 11 refuses 0 bits, which timm's 'inc1' posterize reaches at magnitude 10 (m9 + mstd noise);
+    older Pillow (BEiT's era) returned a black image there: keep that behaviour."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _guard_posterize(transform) -> None:
+    from timm.data.auto_augment import RandAugment
+
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = _posterize_zero_ok
 
 
 class _Normalized(torch.utils.data.Dataset):

@@ -287,3 +287,94 @@ if __name__ == "__main__":
     from .launch import job_main
 
     job_main(run)
+
+
+# ----- notebook glue: params (params/<profile>/10_mvp_pretrain.yaml) -> cached runs ---------------
+def load_notebook_params(name: str, profile: str) -> dict:
+    """params/<profile>/<name>.yaml as a dict (what the runner passes to the notebook)."""
+    import yaml
+
+    from .. import paths
+
+    path = paths.REPO_ROOT / "params" / profile / f"{name}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def data_root_for(profile: str, data_root=None) -> str:
+    from .. import paths
+
+    if profile == "paper":
+        return str(paths.paper_data_root(data_root))
+    from ..data.mini_world import ensure_world
+
+    return str(ensure_world(profile))
+
+
+def cfg_from_params(p: dict, profile: str, target: str) -> dict:
+    """The pre-training job config for one target from notebook 10's parameters."""
+    cfg = {
+        "seed": int(p.get("seed", 0)), "device": p.get("device", "auto"), "precision": p.get("precision", "auto"),
+        "threads": p.get("threads", 2), "target": target, "loss": p.get("loss", "auto"),
+        "student": {"arch": p.get("student_arch", "smoke"), "layer_scale_init": p.get("layer_scale_init", 0.1),
+                    "shared_rel_pos_bias": p.get("shared_rel_pos_bias", True), "drop_path": p.get("drop_path", 0.0)},
+        "data": {"root": data_root_for(profile, p.get("data_root")), "split": "train",
+                 "max_images": p.get("max_images"), "num_workers": p.get("num_workers", 0),
+                 "min_crop_scale": p.get("min_crop_scale", 0.2), "color_jitter": p.get("color_jitter", 0.0)},
+        "mask": {"ratio": p.get("mask_ratio", 75 / 196), "min_block_fraction": p.get("min_block_fraction", 16 / 196),
+                 "min_aspect": p.get("min_aspect", 0.3)},
+        "optim": {k: p[k] for k in ("epochs", "batch_size", "lr", "lr_ref_batch", "min_lr", "warmup_lr",
+                                    "warmup_epochs", "weight_decay", "betas", "eps", "clip_grad") if k in p},
+        "compile": p.get("compile", False),
+    }
+    for k in ("mean", "std"):
+        if p.get(k):
+            cfg["student"][k] = list(p[k])
+    if target == "clip":
+        from ..models.clip import clip_spec
+
+        name, pretrained = clip_spec(profile, p.get("clip_model"), p.get("clip_pretrained"))
+        cfg["clip"] = {"model_name": name, "pretrained": str(pretrained), "quick_gelu": p.get("clip_quick_gelu")}
+    return cfg
+
+
+def index_path(profile: str) -> Path:
+    """results/<profile>/mvp/pretrained.json: target -> exported student, written by notebook 10."""
+    from .. import paths
+
+    return paths.results_dir(profile) / "mvp" / "pretrained.json"
+
+
+def ensure_pretrained(profile: str, params: dict | None = None, targets=("clip", "pixel"), force: bool = False) -> dict:
+    """Run (or fetch from the run cache) the pre-training of each target; write and return the index.
+
+    params: notebook 10's parameters; None reads params/<profile>/10_mvp_pretrain.yaml, so notebooks
+    11 and 12 find the same cached runs notebook 10 made (or make them when run on their own).
+    """
+    import json
+
+    from ..results import atomic_write
+    from .launch import run_job
+
+    p = load_notebook_params("10_mvp_pretrain", profile) if params is None else dict(params)
+    index = {}
+    for target in targets:
+        cfg = cfg_from_params(p, profile, target)
+        result = run_job("pretrain", cfg, profile, launcher=p.get("launcher", "inline"), nproc=int(p.get("nproc", 1)),
+                         slurm=p.get("slurm"), force=force)
+        index[target] = {"export": result["export"], "model_name": result["model_name"], "kwargs": result["kwargs"],
+                         "run_id": result.get("run_id"), "final_loss": result.get("final_loss")}
+    old = json.loads(index_path(profile).read_text()) if index_path(profile).exists() else {}
+    atomic_write(index_path(profile), json.dumps({**old, **index}, indent=2))
+    return index
+
+
+def pretrained_exports(profile: str, index_file=None) -> dict:
+    """The exported students for notebooks 11/12: the index notebook 10 wrote, else run 10's params."""
+    import json
+
+    path = Path(index_file) if index_file else index_path(profile)
+    if path.exists():
+        index = json.loads(path.read_text())
+        if all(Path(v["export"]).exists() for v in index.values()) and {"clip", "pixel"} <= set(index):
+            return index
+    return ensure_pretrained(profile)
