@@ -10,6 +10,7 @@ cfg (JSON-able; the run folder is keyed by its hash):
     n_ctx, ctx_init                          context length / init words ("" or None: random N(0, 0.02))
     epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, warmup_lr   (paper recipe, params/)
     test_batch_size, precision ("auto": CPU fp32, CUDA bf16), device, num_workers, threads, text_chunk
+    load_from     a finished run folder of this job: evaluate its learned prompts, no training
 The recipe: SGD, cosine decay per epoch over `epochs`, the first `warmup_epochs` at the constant
 `warmup_lr` (Dassl's ConstantWarmupScheduler), the final-epoch model is evaluated.
 
@@ -37,8 +38,11 @@ DEFAULTS = {
     "eval": None, "n_ctx": 4, "ctx_init": "a photo of a",
     "epochs": 10, "batch_size": 1, "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4,
     "warmup_epochs": 1, "warmup_lr": 1e-5, "test_batch_size": 100, "precision": "auto", "device": "auto",
-    "num_workers": 0, "threads": None, "text_chunk": 2048, "augment": True,
+    "num_workers": 0, "threads": None, "text_chunk": 2048, "augment": True, "load_from": None,
 }
+RECIPE_KEYS = ("shots", "n_ctx", "ctx_init", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+               "warmup_epochs", "warmup_lr")
+RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
 
 
 def lr_at(epoch: int, cfg: dict) -> float:
@@ -102,7 +106,13 @@ def run(cfg: dict, run_dir) -> dict:
     model, bundle = build_model(cfg, device)
     history: list[dict] = []
     train_info = {}
-    if cfg["method"] != "CLIP":
+    if cfg.get("load_from"):
+        state = checkpoint.load(Path(cfg["load_from"]), map_location="cpu")
+        if state is None:
+            raise FileNotFoundError(f"no trained prompts (last.pt) in {cfg['load_from']}")
+        model.prompt_learner.load_state_dict(state["prompt_learner"])
+        train_info = {"loaded_from": str(cfg["load_from"]), "epoch": state["epoch"] + 1}
+    elif cfg["method"] != "CLIP":
         full = coop.load_dataset(cfg["dataset"], root)
         train_ds = coop.subsample_classes(coop.few_shot(full, cfg["shots"], cfg["seed"]), cfg["subsample"])
         model.set_classnames(train_ds.classnames)
@@ -228,6 +238,95 @@ def evaluate(model, items, transform, cfg, device, desc="eval") -> tuple[float, 
         counts[1] += labels.numel()
     distributed.all_reduce_sum(counts)
     return float(100 * counts[0] / counts[1].clamp(min=1)), int(counts[1])
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str = "base",
+            eval: list | None = None, load_from: str | None = None) -> dict:
+    """The cfg of one run from a notebook's parameters (recipe: common + per-method values).
+
+    params: profile, data_root, clip_model, clip_pretrained, recipe = {"common": {...}, "CoOp": {...},
+    "CoCoOp": {...}} where a method block may hold `epochs_by_dataset` overrides, and optional run
+    settings (test_batch_size, precision, device, num_workers, threads, text_chunk).
+    Zero-shot CLIP gets no recipe (its runs do not depend on it)."""
+    recipe = {**params["recipe"].get("common", {}), **params["recipe"].get(method, {})}
+    by_dataset = recipe.pop("epochs_by_dataset", None) or {}
+    if dataset in by_dataset:
+        recipe["epochs"] = by_dataset[dataset]
+    cfg = {"method": method, "profile": params["profile"], "data_root": params.get("data_root"),
+           "clip_model": params.get("clip_model"), "clip_pretrained": params.get("clip_pretrained"),
+           "dataset": dataset, "subsample": subsample, "seed": int(seed)}
+    cfg.update({k: params[k] for k in RUN_KEYS if params.get(k) is not None})
+    if method != "CLIP":
+        cfg.update({k: recipe[k] for k in RECIPE_KEYS if k in recipe})
+    elif "test_batch_size" in recipe and "test_batch_size" not in cfg:
+        cfg["test_batch_size"] = recipe["test_batch_size"]
+    if eval is not None:
+        cfg["eval"] = eval
+    if load_from is not None:
+        cfg["load_from"] = str(load_from)
+    return cfg
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def base2new_rows(rows: list[dict]) -> list[dict]:
+    """Per-seed acc rows + the derived rows of Table 1.
+
+    Per dataset: H of the seed-averaged base and new accuracies (seed left empty). "Average":
+    per seed the mean over datasets of base / new, and H of the averaged B and averaged N (the
+    paper's rule, not the mean of per-dataset H)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    out = [dict(r) for r in rows]
+    if df.empty:
+        return out
+    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
+        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
+                    "value": g["value"].mean(), "run_id": None})
+    means = df.groupby(["method", "dataset", "split"])["value"].mean()
+    for method in df["method"].unique():
+        per = means[method].unstack("split")
+        for dataset, r in per.iterrows():
+            if {"base", "new"} <= set(r.index) and r.notna().all():
+                out.append({"method": method, "dataset": dataset, "split": "base2new", "seed": None, "metric": "H",
+                            "value": harmonic_mean(r["base"], r["new"]), "run_id": None})
+        if {"base", "new"} <= set(per.columns):
+            b, n = per["base"].mean(), per["new"].mean()
+            out.append({"method": method, "dataset": "Average", "split": "base2new", "seed": None, "metric": "H",
+                        "value": harmonic_mean(b, n), "run_id": None})
+    return out
+
+
+def average_rows(rows: list[dict], exclude: tuple = ("ImageNet",)) -> list[dict]:
+    """Add per-seed "Average" acc rows over the datasets not in `exclude` (Table 2: the 10 targets)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    out = [dict(r) for r in rows]
+    if df.empty:
+        return out
+    df = df[~df["dataset"].isin(exclude)]
+    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
+        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
+                    "value": g["value"].mean(), "run_id": None})
+    return out
+
+
+def summary_frame(rows: list[dict], reference=None):
+    """Wide view: mean over seeds per (method, dataset, split, metric), the paper's value beside it."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    ours = df.groupby(["method", "dataset", "split", "metric"], sort=False)["value"].agg(["mean", "count"])
+    ours = ours.rename(columns={"mean": "ours", "count": "seeds"}).reset_index()
+    if reference is not None and len(reference):
+        ref = reference[["method", "dataset", "split", "metric", "value"]].rename(columns={"value": "paper"})
+        ours = ours.merge(ref, on=["method", "dataset", "split", "metric"], how="left")
+    return ours
 
 
 if __name__ == "__main__":
