@@ -36,7 +36,7 @@ STUDENT_ARCHS = {
     "beit_large": dict(model_name="beit_large_patch16_224", kwargs=dict(img_size=224)),
     # Mini / smoke: the same timm class and builder with smaller numbers (loads the same way).
     "mini": dict(model_name="beit_base_patch16_224",
-                 kwargs=dict(img_size=64, patch_size=8, embed_dim=160, depth=5, num_heads=4)),
+                 kwargs=dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4)),
     "smoke": dict(model_name="beit_base_patch16_224",
                   kwargs=dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)),
 }
