@@ -96,8 +96,17 @@ def count_flops(student, teacher, images, mask) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     from vlpt_lib.models.mvp import masked_loss
 
-    with FlopCounterMode(display=False) as fc_t:
-        tgt = teacher(images, student.grid)[mask]
+    # In eval + no_grad nn.MultiheadAttention takes a fused fast path the counter does not see; count the
+    # same maths with the modules flagged as training (no dropout in CLIP, so identical outputs).
+    modules = list(teacher.visual.modules())
+    for m in modules:
+        m.training = True
+    try:
+        with FlopCounterMode(display=False) as fc_t:
+            tgt = teacher(images, student.grid)[mask]
+    finally:
+        for m in modules:
+            m.training = False
     with FlopCounterMode(display=False) as fc_s:
         loss = masked_loss(student(images, mask), tgt, "cosine")
         loss.backward()
