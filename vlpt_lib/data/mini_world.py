@@ -60,6 +60,9 @@ class WorldConfig:
     ade_train: int = 300
     ade_val: int = 60
     captions: int = 12000
+    caption_size: str | None = None  # object size range in caption images (render.place; None = the datasets')
+    caption_plain_p: float = 0.7     # share of plain (unpatterned) objects in caption images
+    shape_caption_p: float = 0.3     # share of object captions that name only the shape
     jpeg_quality: int = 92
 
 
@@ -294,20 +297,25 @@ def _size_word(info) -> str:
     return "small" if info["r"] < 0.22 else "large" if info["r"] > 0.29 else "medium"
 
 
-def caption_example(S: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def caption_example(S: int, rng: np.random.Generator, cfg: WorldConfig | None = None) -> tuple[np.ndarray, str]:
     """One image-text pair; the text names the attributes the image was painted with."""
+    cfg = cfg or WorldConfig()
     kind = rng.choice(["object", "styled", "pair", "texture", "land", "pet", "aircraft"],
                       p=[0.40, 0.14, 0.08, 0.12, 0.10, 0.08, 0.08])
     pick = lambda xs: str(rng.choice(xs))  # noqa: E731
     if kind in ("object", "styled"):
         shape, colour = pick(R.SHAPES), pick(R.OBJECT_COLOURS)
         style = "photo" if kind == "object" else pick(["sketch", "rendition", "hard"])
-        img, info = R.object_image(S, shape, colour, rng, style)
+        img, info = R.object_image(S, shape, colour, rng, style, size=cfg.caption_size if style == "photo" else None,
+                                   plain_p=cfg.caption_plain_p)
         fill = "" if info["fill"] == "plain" else info["fill"] + " "
-        if style == "photo":
+        if style == "photo" and rng.random() < cfg.shape_caption_p:
+            text = pick([f"a photo of a {shape}.", f"a {_size_word(info)} {shape}.", f"a {fill}{shape}.",
+                         f"a {shape} on the {_position(info)}."])
+        elif style == "photo":
             text = pick([
                 f"a photo of a {colour} {shape}.", f"a {_size_word(info)} {colour} {fill}{shape}.",
-                f"a {colour} {shape} on the {_position(info)}.", f"a photo of a {shape}.",
+                f"a {colour} {shape} on the {_position(info)}.",
                 f"a {colour} {fill}{shape} at the {_position(info)} of the picture.",
                 f"a photo of a {colour} {shape}, a {_size_word(info)} {fill or 'plain '}{shape}.",
                 f"something {colour}: a {shape}.",
@@ -355,7 +363,7 @@ def _write_captions(root: Path, cfg: WorldConfig) -> None:
     rows = []
     with _bar(cfg.captions, "world: captions") as pbar:
         for i in range(cfg.captions):
-            img, text = caption_example(cfg.size, rng)
+            img, text = caption_example(cfg.size, rng, cfg)
             rel = f"images/{i // 1000:03d}/{i:06d}.jpg"
             _save_jpg(base / rel, img, cfg.jpeg_quality)
             rows.append((rel, text))

@@ -235,7 +235,8 @@ def texture_pair(rng: np.random.Generator) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- scenes
 def place(S: int, rng: np.random.Generator, size: str | None = None, margin: float = 1.0):
     """(cx, cy, r) of an object: size 'small' or 'large' or random in between."""
-    lo, hi = {"small": (0.14, 0.2), "large": (0.3, 0.38), None: (0.16, 0.36)}[size]
+    lo, hi = {"small": (0.14, 0.2), "medium": (0.2, 0.3), "large": (0.3, 0.4), None: (0.2, 0.38),
+              "any": (0.14, 0.4)}[size]
     r = rng.uniform(lo, hi) * S
     pad = r * margin
     cx = rng.uniform(pad, S - pad) if S - 2 * pad > 0 else S / 2
@@ -255,9 +256,10 @@ def paint_object(img: np.ndarray, shape: str, colour: str, fill: str, cx: float,
 
 
 def object_image(S: int, shape: str, colour: str, rng: np.random.Generator, style: str = "photo",
-                 fill: str | None = None, size: str | None = None) -> tuple[np.ndarray, dict]:
+                 fill: str | None = None, size: str | None = None, plain_p: float = 0.55) -> tuple[np.ndarray, dict]:
     """One named object in a given style; returns the image and the attributes it was drawn with."""
-    fill = fill or rng.choice(OBJECT_FILLS, p=[0.55, 0.15, 0.15, 0.15])
+    q = (1 - plain_p) / 3
+    fill = fill or str(rng.choice(OBJECT_FILLS, p=[plain_p, q, q, q]))
     if style == "hard":
         size = size or "small"
     cx, cy, r = place(S, rng, size)
