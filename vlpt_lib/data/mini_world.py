@@ -69,7 +69,7 @@ class WorldConfig:
 CONFIGS = {
     "smoke": WorldConfig(size=32, imagenet_classes=8, imagenet_train=8, imagenet_val=4, variant_per_class=3,
                          subset_classes=4, coop_train=6, coop_val=2, coop_test=3, ade_train=12, ade_val=6,
-                         captions=600),
+                         captions=320),
     "mini": WorldConfig(),
 }
 

@@ -1,0 +1,87 @@
+"""The mini-world generator: deterministic, cached by config hash, and its captions name every class word."""
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vlpt_lib.data import mini_world as M
+from vlpt_lib.data import render as R
+
+TINY = replace(M.CONFIGS["smoke"], imagenet_classes=4, imagenet_train=2, imagenet_val=1, variant_per_class=1,
+               subset_classes=2, coop_train=2, coop_val=1, coop_test=1, ade_train=2, ade_val=1, captions=40)
+
+
+def _digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes(tmp_path):
+    a = M.ensure_world("smoke", tmp_path / "a", cfg=TINY)
+    b = M.ensure_world("smoke", tmp_path / "b", cfg=TINY)
+    da, db = _digest(a), _digest(b)
+    assert da == db and len(da) > 100
+    c = M.ensure_world("smoke", tmp_path / "c", cfg=replace(TINY, seed=1))
+    dc = _digest(c)
+    assert dc.keys() == da.keys() and sum(da[k] != dc[k] for k in da) > len(da) // 2
+
+
+def test_stamp_makes_rerun_a_noop_and_config_change_regenerates(tmp_path):
+    root = M.ensure_world("smoke", tmp_path / "w", cfg=TINY)
+    marker = root / "imagenet" / "marker"
+    marker.write_text("x")
+    M.ensure_world("smoke", root, cfg=TINY)
+    assert marker.exists()  # no-op: nothing rewritten
+    M.ensure_world("smoke", root, cfg=replace(TINY, captions=41))
+    assert not marker.exists() and M.is_current(root, replace(TINY, captions=41))
+    assert len((root / "captions" / "train.csv").read_text().splitlines()) == 42
+
+
+def test_ensure_world_uses_results_root(results_root, monkeypatch):
+    monkeypatch.setitem(M.CONFIGS, "smoke", TINY)
+    root = M.ensure_world("smoke")
+    assert root == results_root / "smoke" / "world" and (root / M.STAMP).is_file()
+    with pytest.raises(ValueError):
+        M.ensure_world("paper")
+
+
+def test_real_layouts_are_written(tmp_path):
+    root = M.ensure_world("smoke", tmp_path / "w", cfg=TINY)
+    for rel in ["imagenet/classnames.txt", "imagenet/images/train", "imagenet/images/val",
+                "imagenetv2/imagenetv2-matched-frequency-format-val/0", "imagenetv2/classnames.txt",
+                "imagenet-sketch/images", "imagenet-adversarial/imagenet-a", "imagenet-rendition/imagenet-r",
+                "caltech-101/split_zhou_Caltech101.json", "caltech-101/101_ObjectCategories/BACKGROUND_Google",
+                "caltech-101/101_ObjectCategories/Faces_easy", "oxford_pets/split_zhou_OxfordPets.json",
+                "dtd/split_zhou_DescribableTextures.json", "eurosat/split_zhou_EuroSAT.json", "eurosat/2750/Forest",
+                "fgvc_aircraft/images_variant_train.txt", "fgvc_aircraft/variants.txt",
+                "ADEChallengeData2016/images/training", "ADEChallengeData2016/annotations/validation",
+                "ADEChallengeData2016/objectInfo150.txt", "captions/train.csv"]:
+        assert (root / rel).exists(), rel
+    wnids = sorted(p.name for p in (root / "imagenet/images/train").iterdir())
+    sub = sorted(p.name for p in (root / "imagenet-adversarial/imagenet-a").iterdir() if p.is_dir())
+    assert len(sub) == TINY.subset_classes < len(wnids) and set(sub) <= set(wnids)
+    header = (root / "captions/train.csv").read_text().splitlines()[0]
+    assert header == "filepath\ttitle"
+
+
+def test_captions_cover_every_class_word_and_fit_the_context():
+    import numpy as np
+    import open_clip
+
+    cfg = M.CONFIGS["mini"]
+    rng = np.random.default_rng(0)
+    texts = [M.caption_example(16, rng)[1] for _ in range(3000)]
+    vocab = set(" ".join(texts).lower().replace(".", " ").replace(",", " ").replace(":", " ").split())
+    words = {w for names in M.all_class_names(cfg).values() for n in names for w in n.lower().split()}
+    assert words - vocab == set()
+    tok = open_clip.get_tokenizer("RN50")  # same BPE as every open_clip model
+    longest = max(int((t != 0).sum()) for t in tok(texts, context_length=77))
+    assert longest <= 25
+
+
+def test_class_counts_match_the_paper_structure():
+    names = M.all_class_names(M.CONFIGS["mini"])
+    assert len(names["OxfordPets"]) % 2 == 1 and len(names["DescribableTextures"]) % 2 == 1
+    assert all(len(set(v)) == len(v) for v in names.values())
+    assert len(R.SHAPES) == len(names["ADE20K"])
