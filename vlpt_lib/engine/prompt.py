@@ -78,12 +78,21 @@ def resolve_data_root(cfg: dict) -> Path:
     return ensure_world(cfg["profile"])
 
 
+_CLIP_CACHE: dict = {}
+
+
 def build_model(cfg: dict, device: torch.device):
+    """PromptCLIP on the cfg's CLIP. The frozen CLIP is loaded once per process (a notebook running many
+    inline jobs reuses it; nothing in a job modifies CLIP's weights)."""
     from ..models.clip import clip_spec, load_clip
     from ..models.prompt import PromptCLIP
 
     name, pretrained = clip_spec(cfg["profile"], cfg.get("clip_model"), cfg.get("clip_pretrained"))
-    bundle = load_clip(name, pretrained, device)
+    key = (name, str(pretrained), str(device))
+    if key not in _CLIP_CACHE:
+        _CLIP_CACHE.clear()  # keep one CLIP in memory at most
+        _CLIP_CACHE[key] = load_clip(name, pretrained, device)
+    bundle = _CLIP_CACHE[key]
     model = PromptCLIP(bundle.model, bundle.tokenizer, method=cfg["method"], n_ctx=cfg["n_ctx"],
                        ctx_init=cfg["ctx_init"] or None, text_chunk=cfg["text_chunk"], seed_ctx=cfg["seed"])
     return model.to(device), bundle
