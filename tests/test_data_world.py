@@ -71,7 +71,7 @@ def test_captions_cover_every_class_word_and_fit_the_context():
 
     cfg = M.CONFIGS["mini"]
     rng = np.random.default_rng(0)
-    texts = [M.caption_example(16, rng)[1] for _ in range(3000)]
+    texts = [M.caption_example(12, rng, cfg)[1] for _ in range(800)]
     vocab = set(" ".join(texts).lower().replace(".", " ").replace(",", " ").replace(":", " ").split())
     words = {w for names in M.all_class_names(cfg).values() for n in names for w in n.lower().split()}
     assert words - vocab == set()
