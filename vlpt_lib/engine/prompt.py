@@ -93,6 +93,7 @@ def build_model(cfg: dict, device: torch.device):
         _CLIP_CACHE.clear()  # keep one CLIP in memory at most
         _CLIP_CACHE[key] = load_clip(name, pretrained, device)
     bundle = _CLIP_CACHE[key]
+    seed_everything(cfg["seed"])  # the Meta-Net's init must not depend on whether CLIP came from the cache
     model = PromptCLIP(bundle.model, bundle.tokenizer, method=cfg["method"], n_ctx=cfg["n_ctx"],
                        ctx_init=cfg["ctx_init"] or None, text_chunk=cfg["text_chunk"], seed_ctx=cfg["seed"])
     return model.to(device), bundle
