@@ -186,7 +186,7 @@ def run(cfg: dict, run_dir: Path) -> dict:
         opt.load_state_dict(state["optimizer"])
         start_epoch, history, train_s = state["epoch"] + 1, state["history"], state.get("train_s", 0.0)
         log.info("clip_train: resuming after epoch %d", state["epoch"])
-    train_model = distributed.wrap_ddp(model) if ws > 1 else model
+    train_model = distributed.wrap_ddp(model, device) if ws > 1 else model
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=ws)
     max_shift = max(1, image_size // 16)
 
