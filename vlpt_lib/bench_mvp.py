@@ -150,7 +150,7 @@ def time_mode(mode: str, args, device, images, mask) -> dict:
     rec = {"mode": mode, "precision": precision, "fused_attn": tuned, "fused_adamw": fused,
            "compiled": mode == "compiled", "steps": len(times), "warmup_s": round(warm_s, 3),
            "step_s_median": float(np.median(times)), "img_per_s": args.batch * len(times) / total,
-           "loss": float(loss)}
+           "loss": loss.item()}
     if device.type == "cuda":
         rec["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     del student, teacher, opt, step

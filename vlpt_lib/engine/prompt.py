@@ -38,10 +38,11 @@ DEFAULTS = {
     "eval": None, "n_ctx": 4, "ctx_init": "a photo of a",
     "epochs": 10, "batch_size": 1, "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4,
     "warmup_epochs": 1, "warmup_lr": 1e-5, "test_batch_size": 100, "precision": "auto", "device": "auto",
-    "num_workers": 0, "threads": None, "text_chunk": 2048, "augment": True, "load_from": None,
+    "num_workers": 0, "threads": None, "text_chunk": 2048, "augment": True, "crop_scale": [0.08, 1.0],
+    "load_from": None,
 }
 RECIPE_KEYS = ("shots", "n_ctx", "ctx_init", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-               "warmup_epochs", "warmup_lr")
+               "warmup_epochs", "warmup_lr", "augment", "crop_scale")
 RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
 
 
@@ -52,8 +53,11 @@ def lr_at(epoch: int, cfg: dict) -> float:
     return 0.5 * cfg["lr"] * (1 + math.cos(math.pi * epoch / cfg["epochs"]))
 
 
-def train_transform(clip_model, augment: bool = True):
-    """CoOp's training pipeline: random resized crop (bicubic) + horizontal flip + CLIP normalisation."""
+def train_transform(clip_model, augment: bool = True, crop_scale=(0.08, 1.0)):
+    """CoOp's training pipeline: random resized crop (bicubic) + horizontal flip + CLIP normalisation.
+
+    crop_scale (0.08, 1) is torchvision's and CoOp's default; the mini world's classes name sizes and
+    positions, which such crops destroy, so its params use a milder range."""
     from torchvision import transforms as T
 
     pcfg = getattr(clip_model.visual, "preprocess_cfg", {}) or {}
@@ -64,7 +68,7 @@ def train_transform(clip_model, augment: bool = True):
     bicubic = T.InterpolationMode.BICUBIC
     if not augment:
         return T.Compose([T.Resize(size, interpolation=bicubic), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=bicubic),
+    return T.Compose([T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=bicubic),
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -150,7 +154,7 @@ def _train(model, train_ds, cfg, device, run_dir, log) -> list[dict]:
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         log.info("resuming %s from epoch %d", run_dir.name, start_epoch)
-    data = ImageListDataset(train_ds.train, train_transform(model.clip, cfg["augment"]))
+    data = ImageListDataset(train_ds.train, train_transform(model.clip, cfg["augment"], cfg.get("crop_scale", (0.08, 1.0))))
     world = distributed.world_size()
     per_rank = max(1, cfg["batch_size"] // world)
     sampler = distributed.shard(data, shuffle=True, seed=cfg["seed"])
@@ -276,6 +280,26 @@ def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str =
     if load_from is not None:
         cfg["load_from"] = str(load_from)
     return cfg
+
+
+def transfer_rows(params: dict, method: str, source: str, seed: int, targets: list[str], profile: str,
+                  **launch) -> list[dict]:
+    """Rows of `method` trained on all classes of `source` (or zero-shot CLIP) tested on source + targets.
+
+    Tables 2 and 3 share the source-trained runs through the run cache. The training run already
+    tests on the source, so the evaluation-only run covers the targets alone (one row per seed each).
+    """
+    from .launch import run_dir_for, run_job
+
+    evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
+    if method == "CLIP":
+        evals = [{"dataset": source, "subsample": "all", "split": "test"}] + evals
+        return run_job("prompt", job_cfg(params, "CLIP", source, seed, "all", eval=evals), profile, **launch)["rows"]
+    train_cfg = job_cfg(params, method, source, seed, "all")
+    trained = run_job("prompt", train_cfg, profile, **launch)
+    eval_cfg = job_cfg(params, method, source, seed, "all", eval=evals,
+                       load_from=run_dir_for("prompt", train_cfg, profile))
+    return trained["rows"] + run_job("prompt", eval_cfg, profile, **launch)["rows"]
 
 
 def harmonic_mean(base: float, new: float) -> float:
