@@ -25,3 +25,17 @@ def load(run_dir: str | Path, name: str = "last.pt", map_location="cpu") -> dict
     if not path.exists():
         return None
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def restore(run_dir: str | Path, model, opt, scaler=None, name: str = "last.pt") -> dict | None:
+    """Load the last checkpoint's "model"/"opt"(/"scaler") into the given objects.
+
+    Returns the whole state (the job reads its own counters from it), or None on a fresh start.
+    """
+    state = load(run_dir, name)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if scaler is not None:
+            scaler.load_state_dict(state["scaler"])
+    return state

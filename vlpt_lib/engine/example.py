@@ -34,10 +34,8 @@ def run(cfg: dict, run_dir) -> dict:
     model = torch.nn.Linear(cfg.get("dim", 8), 1).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.get("lr", 0.1))
     start_epoch = 0
-    state = checkpoint.load(run_dir)
+    state = checkpoint.restore(run_dir, model, opt)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
         start_epoch = state["epoch"] + 1
     ddp_model = distributed.wrap_ddp(model, device)
     losses = []

@@ -158,11 +158,8 @@ def run(cfg: dict, run_dir) -> dict:
     scaler = grad_scaler(device, precision)
 
     start_epoch, history = 0, []
-    state = checkpoint.load(run_dir)
+    state = checkpoint.restore(run_dir, model, opt, scaler)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
     ddp = distributed.wrap_ddp(model, device)
     epochs, clip_grad = int(ocfg["epochs"]), ocfg.get("clip_grad")

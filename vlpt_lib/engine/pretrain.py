@@ -220,11 +220,8 @@ def run(cfg: dict, run_dir) -> dict:
     kind = loss_kind(cfg)
 
     start_epoch, history = 0, []
-    state = checkpoint.load(run_dir)
+    state = checkpoint.restore(run_dir, student, opt, scaler)
     if state is not None:
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         log.info("pretrain: resumed after epoch %d", state["epoch"])
     model = distributed.wrap_ddp(student, device)

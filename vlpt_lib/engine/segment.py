@@ -229,11 +229,8 @@ def run(cfg: dict, run_dir) -> dict:
     eval_every = int(cfg.get("eval_every", 0))
 
     it, history, evals = 0, [], []
-    state = checkpoint.load(run_dir)
+    state = checkpoint.restore(run_dir, model, opt, scaler)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
         it, history, evals = state["iter"], state["history"], state.get("evals", [])
         log.info("segment: resumed at iteration %d", it)
     ddp = distributed.wrap_ddp(model, device)
