@@ -9,9 +9,9 @@ import sys
 
 import pandas as pd
 
-from vlpt_lib import runner
-from vlpt_lib.paths import REPO_ROOT
-from vlpt_lib.runner import TABLE_NOTEBOOK
+from vlpt_lib.workbook import runner
+from vlpt_lib.workbook.paths import REPO_ROOT
+from vlpt_lib.workbook.tables import TABLES
 
 
 def test_reproduce_smoke_profile_end_to_end():
@@ -27,7 +27,7 @@ def test_reproduce_smoke_profile_end_to_end():
     index = (smoke / "report" / "index.html").read_text()
     assert all(f'href="{name}.html"' in index for name in notebooks)
     # every table whose notebook exists was written, with tidy columns and real numbers
-    for table, name in TABLE_NOTEBOOK.items():
-        if name in notebooks:
+    for table, spec in TABLES.items():
+        if spec.notebook in notebooks:
             df = pd.read_csv(smoke / "tables" / f"{table}.csv")
             assert len(df) and df["value"].notna().all() and set(df["profile"]) == {"smoke"}, table

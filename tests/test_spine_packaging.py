@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from vlpt_lib.paths import REPO_ROOT
+from vlpt_lib.workbook.paths import REPO_ROOT
 
 
 def _name(req: str) -> str:

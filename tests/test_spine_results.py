@@ -1,7 +1,9 @@
 import pandas as pd
 import pytest
 
-from vlpt_lib import paths, report, results
+from vlpt_lib.utils.io import atomic_write
+from vlpt_lib.workbook import paths, report
+from vlpt_lib.workbook import tables as results
 
 
 def test_save_table_is_tidy_and_atomic(results_root):
@@ -13,7 +15,7 @@ def test_save_table_is_tidy_and_atomic(results_root):
     df = results.load_table("cocoop_base2new", "mini")
     assert list(df.columns) == results.COLUMNS
     assert set(df["profile"]) == {"mini"} and set(df["table"]) == {"cocoop_base2new"}
-    summary = report.ours_summary("cocoop_base2new", "mini")
+    summary = results.ours_summary("cocoop_base2new", "mini")
     assert summary.loc[0, "ours"] == pytest.approx(82.0) and summary.loc[0, "seeds"] == 3
 
 
@@ -24,15 +26,15 @@ def test_rows_without_value_are_refused(results_root):
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "t.txt"
-    results.atomic_write(target, "old")
+    atomic_write(target, "old")
 
     with pytest.raises(TypeError):
-        results.atomic_write(target, 123)  # not str/bytes: fails mid-write
+        atomic_write(target, 123)  # not str/bytes: fails mid-write
     assert target.read_text() == "old"
     assert not list(tmp_path.glob(".t.txt.*"))
 
 
-@pytest.mark.parametrize("table", results.TABLES)
+@pytest.mark.parametrize("table", results.PAPER_TABLES)
 def test_reference_tables_are_complete(table):
     ref = results.load_reference(table)
     assert list(ref.columns) == results.REFERENCE_COLUMNS
@@ -49,7 +51,7 @@ def test_reference_base2new_average_follows_the_papers_rule():
 
 
 def test_compare_shows_paper_rows_before_any_run(results_root):
-    df = report.compare("imagenet_finetune", "mini")
+    df = results.compare("imagenet_finetune", "mini")
     assert df["ours"].isna().all() and (df["method"] == "MVP").any()
     index = report.render_report("mini")
     text = index.read_text()
@@ -60,3 +62,20 @@ def test_results_root_override(results_root):
     assert paths.results_dir("smoke") == results_root / "smoke"
     with pytest.raises(ValueError):
         paths.results_dir("huge")
+
+
+def test_atomic_write_honours_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "shared.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others sharing the results, not mkstemp's 0600
+
+
+def test_one_table_registry_serves_runner_and_report():
+    from vlpt_lib.workbook import runner
+    for name, table in results.TABLES.items():
+        assert (paths.REPO_ROOT / "notebooks" / f"{table.notebook}.ipynb").exists(), name
+        assert runner.resolve([name], runner.available())[-2] == table.notebook

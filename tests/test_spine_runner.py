@@ -6,8 +6,9 @@ import sys
 import nbformat
 import pytest
 
-from vlpt_lib import runner
-from vlpt_lib.paths import REPO_ROOT
+from vlpt_lib.workbook import runner
+from vlpt_lib.workbook.params import ParamsError
+from vlpt_lib.workbook.paths import REPO_ROOT
 
 
 def _notebook(path, params_src, body_src):
@@ -24,7 +25,7 @@ def toy(tmp_path, results_root):
     nb_dir, p_dir = tmp_path / "notebooks", tmp_path / "params"
     nb_dir.mkdir()
     (p_dir / "smoke").mkdir(parents=True)
-    body = ("from pathlib import Path\nfrom vlpt_lib import paths\n"
+    body = ("from pathlib import Path\nfrom vlpt_lib.workbook import paths\n"
             "out = paths.results_dir(profile) / 'toy.txt'\nout.parent.mkdir(parents=True, exist_ok=True)\n"
             "out.write_text(str(n * 2))")
     _notebook(nb_dir / "00_setup.ipynb", 'profile = "smoke"\nn = 1', body)
@@ -75,3 +76,31 @@ def test_cli_reports_failures_with_exit_code(toy, tmp_path, results_root):
     proc = subprocess.run([sys.executable, "-m", "vlpt_lib", "reproduce", "--profile", "huge"],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_params_are_checked_against_the_parameters_cell_before_anything_runs(toy, results_root):
+    nb_dir, p_dir = toy
+    path = p_dir / "smoke" / "00_setup.yaml"
+    path.write_text("m: 3\n")
+    with pytest.raises(ParamsError, match=r"00_setup.yaml: unknown parameter 'm' .*did you mean 'n'"):
+        runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    path.write_text("n: twotwo\n")
+    with pytest.raises(ParamsError, match=r"parameter 'n' must be an integer .*'twotwo'"):
+        runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    path.write_text("n: [1, 2\n")
+    with pytest.raises(ParamsError, match=r"00_setup.yaml:2:1: YAML syntax error"):
+        runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    assert not (results_root / "smoke" / "notebooks").exists(), "nothing ran"
+
+
+def test_cli_names_the_bad_parameter_without_a_traceback(tmp_path):
+    bad = REPO_ROOT / "params" / "smoke" / "00_setup.yaml"
+    old = bad.read_text() if bad.exists() else None
+    try:
+        bad.write_text((old or "") + "\nstrictt: true\n")
+        proc = subprocess.run([sys.executable, "-m", "vlpt_lib", "reproduce", "--profile", "smoke", "--only", "00_setup"],
+                              cwd=REPO_ROOT, capture_output=True, text=True,
+                              env={**os.environ, "VLPT_RESULTS_ROOT": str(tmp_path)})
+    finally:
+        bad.write_text(old) if old is not None else bad.unlink()
+    assert proc.returncode == 1 and "unknown parameter 'strictt'" in proc.stderr and "Traceback" not in proc.stderr

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .paths import PROFILES
+from .bench import cocoop as bench_cocoop
+from .bench import mvp as bench_mvp
+from .workbook.params import ParamsError
+from .workbook.paths import PROFILES
+from .workbook.report import render_report
+from .workbook.runner import NotebookFailed, reproduce
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,16 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmarks: bench cocoop ... | bench mvp ...")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
-        from .runner import NotebookFailed, reproduce
-
         try:
             reproduce(args.profile, only=args.only, force=args.force)
-        except NotebookFailed as err:
+        except (NotebookFailed, ParamsError) as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             return 1
     elif args.command == "report":
-        from .report import render_report
-
         print(render_report(args.profile))
     return 0
 
@@ -41,10 +42,7 @@ def _bench(argv: list[str]) -> int:
     if not argv or argv[0] not in ("cocoop", "mvp"):
         print("usage: python -m vlpt_lib bench {cocoop,mvp} [options]  (--help after the name for options)")
         return 2
-    if argv[0] == "cocoop":
-        from .bench_cocoop import main as bench_main
-    else:
-        from .bench_mvp import main as bench_main
+    bench_main = bench_cocoop.main if argv[0] == "cocoop" else bench_mvp.main
     return bench_main(argv[1:]) or 0
 
 

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from .coop import BASE_TO_NEW, DATASETS, VARIANTS
+from .mini_world import MINI_DATASETS, MINI_VARIANTS, STAMP, config_hash, is_current
 
 B2N = "cocoop_base2new, cocoop_cross_dataset"
 DG = "cocoop_domain_generalization"
@@ -50,35 +51,30 @@ def _present(row: dict) -> bool:
     return p.is_dir() if row["kind"] == "dir" else p.is_file()
 
 
-def data_requirements(profile: str, data_root: str | os.PathLike | None = None) -> list[dict]:
-    """Rows {table, what, path, present}: the paper profile lists the real datasets under `data_root`
-    (or $VLPT_DATA_ROOT); smoke/mini list the generated world (run ensure_world to create it)."""
-    if profile == "paper":
-        root = data_root or os.environ.get("VLPT_DATA_ROOT")
+def data_requirements(root: str | os.PathLike | None, world_cfg=None) -> list[dict]:
+    """Rows {table, what, path, present}. world_cfg None: the real datasets the paper profile reads
+    under `root` (None: not set yet); a WorldConfig: the generated world in `root`."""
+    if world_cfg is None:
         base = Path(root).expanduser() if root else Path("<set data_root or VLPT_DATA_ROOT>")
         rows = _dataset_rows(base) + _mvp_rows(base)
     else:
-        from .. import paths
-        from .mini_world import STAMP, config_hash, is_current, world_config
-
-        base = Path(data_root) if data_root else paths.world_dir(profile)
-        rows = [{"table": "all (mini world)", "what": f"generated world (config {config_hash(world_config(profile))})",
+        base = Path(root)
+        rows = [{"table": "all (mini world)", "what": f"generated world (config {config_hash(world_cfg)})",
                  "path": str(base / STAMP), "kind": "file"}]
         rows += [r for r in _dataset_rows(base) + _mvp_rows(base) if _world_has(r)]
         rows.append({"table": "mini CLIP", "what": "image-caption pairs (open_clip CSV)",
                      "path": str(base / "captions" / "train.csv"), "kind": "file"})
-        stamp_ok = is_current(base, world_config(profile))
+        stamp_ok = is_current(base, world_cfg)
     out = []
     for r in rows:
         present = _present(r)
-        if profile != "paper" and r["path"].endswith(STAMP):
+        if world_cfg is not None and r["path"].endswith(STAMP):
             present = present and stamp_ok
         out.append({"table": r["table"], "what": r["what"], "path": r["path"], "present": bool(present)})
     return out
 
 
 def _world_has(row: dict) -> bool:
-    from .mini_world import MINI_DATASETS, MINI_VARIANTS
     names = set(MINI_DATASETS + MINI_VARIANTS)
     first = row["what"].split(" ")[0]
     return first in names or row["table"].startswith(("mvp", "ade20k"))

@@ -229,7 +229,7 @@ def scan_folders(image_dir: Path, cache: Path | None = None) -> list[tuple[str, 
     folders = [(f.name, [p.name for p in _list_images(f)]) for f in _class_folders(image_dir)]
     if cache is not None and sum(len(v) for _, v in folders) >= SCAN_CACHE_MIN:
         try:
-            from ..results import atomic_write
+            from ..utils.io import atomic_write
             atomic_write(cache, json.dumps({"mtime": image_dir.stat().st_mtime, "folders": folders}))
         except OSError:
             pass  # read-only data: just rescan next time
@@ -351,7 +351,7 @@ def few_shot(ds: CoopDataset, shots: int, seed: int, cache: bool = True) -> Coop
     val = _draw(ds.val, min(shots, 4), rng)
     if use_cache:
         try:
-            from ..results import atomic_write
+            from ..utils.io import atomic_write
             blob = pickle.dumps({"fingerprint": _fingerprint(ds), "train": [rel(d) for d in train],
                                  "val": [rel(d) for d in val]})
             atomic_write(path, blob)

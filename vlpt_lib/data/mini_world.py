@@ -1,7 +1,7 @@
 """The mini world: a seeded, procedurally painted stand-in for the papers' datasets, written to disk
 in the REAL formats so the same loaders read it and the real data.
 
-What it holds (under `paths.world_dir(profile)`):
+What it holds (under the root it is given; the workbook uses results/<profile>/world):
 
     imagenet/images/{train,val}/<wnid>/*.JPEG + classnames.txt   "<colour> <shape>" objects in photos
     imagenetv2/imagenetv2-matched-frequency-format-val/<i>/       the same classes, resampled
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..utils.progress import bar, get_logger
 from . import render as R
 
 WORLD_VERSION = 3
@@ -137,7 +138,6 @@ def _save_jpg(path: Path, img: np.ndarray, quality: int) -> None:
 
 
 def _bar(total: int, desc: str):
-    from ..engine.progress import bar
     return bar(total=total, desc=desc, leave=False)
 
 
@@ -404,17 +404,12 @@ def is_current(root: Path, cfg: WorldConfig) -> bool:
         return False
 
 
-def ensure_world(profile: str, root: str | os.PathLike | None = None, force: bool = False,
-                 cfg: WorldConfig | None = None) -> Path:
-    """Generate the world of `profile` ("smoke" or "mini") unless an identical one is already there.
+def ensure_world(root: str | os.PathLike, cfg: WorldConfig, force: bool = False) -> Path:
+    """Generate the world described by `cfg` in `root` unless an identical one is already there.
 
     The stamp file holds the config hash: a re-run is a no-op, a changed config regenerates.
     Concurrent callers (two notebooks, a test) wait on a lock instead of writing over each other.
     """
-    cfg = cfg or world_config(profile)
-    if root is None:
-        from .. import paths
-        root = paths.world_dir(profile)
     root = Path(root)
     if not force and is_current(root, cfg):
         return root
@@ -422,7 +417,6 @@ def ensure_world(profile: str, root: str | os.PathLike | None = None, force: boo
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not is_current(root, cfg):
-            from ..engine.progress import get_logger
-            get_logger().info("generating the %s mini world in %s", profile, root)
+            get_logger().info("generating the mini world (config %s) in %s", config_hash(cfg), root)
             generate_world(root, cfg)
     return root

@@ -3,6 +3,8 @@
 The paper profile asks for ("ViT-B-16", "openai"); the smoke and mini profiles ask for the small
 CLIP trained on the mini world ("vlpt-mini-clip", <its checkpoint file>). Both go through the same
 `open_clip.create_model_and_transforms` call, so the mini run exercises the real loading path.
+Models never train: the mini CLIP is trained by the job `vlpt_lib.jobs.clip_train`, which the
+workbook (`vlpt_lib.workbook.profiles`) runs when a profile needs it.
 """
 from __future__ import annotations
 
@@ -91,26 +93,3 @@ def load_clip(model_name: str, pretrained: str | None, device: str | torch.devic
     model.eval()
     return ClipBundle(model, preprocess_train, preprocess_val, open_clip.get_tokenizer(model_name),
                       model_name, str(pretrained) if pretrained else None)
-
-
-def mini_clip_name(profile: str) -> str:
-    return f"vlpt-{profile}-clip"
-
-
-def ensure_mini_clip(profile: str) -> Path:
-    """Train (once, cached by config) the small CLIP of the smoke/mini world; return its weights file."""
-    from ..data.mini_world import ensure_world
-    from ..engine import clip_train
-    from ..engine.launch import run_dir_for, run_job
-
-    ensure_world(profile)
-    cfg = clip_train.default_clip_train_cfg(profile)
-    run_job("clip_train", cfg, profile)
-    return run_dir_for("clip_train", cfg, profile) / "mini_clip.pt"
-
-
-def clip_spec(profile: str, model_name: str | None = None, pretrained: str | None = None) -> tuple[str, str]:
-    """(model name, pretrained) for a profile; explicit values (the notebook parameters) win."""
-    if profile == "paper":
-        return model_name or PAPER_CLIP[0], pretrained or PAPER_CLIP[1]
-    return model_name or mini_clip_name(profile), pretrained or str(ensure_mini_clip(profile))

@@ -149,7 +149,7 @@ def export_timm_state_dict(student: MVPStudent, norm_to_fc_norm: bool = True) ->
 
 def save_exported(student: MVPStudent, path: str | Path, extra: dict | None = None) -> Path:
     """Write <path> (plain timm state dict) and <path>.json (model name + kwargs to rebuild it)."""
-    from ..results import atomic_write
+    from ..utils.io import atomic_write
     import io
 
     path = Path(path)

@@ -158,7 +158,7 @@ class PromptCLIP(nn.Module):
             emb = self.clip.token_embedding(tokens.to(self._device())).float()
         pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
         if self.method == "CLIP":  # the data developer's zero-shot helper: (D, K) normalised weights
-            from ..engine.zeroshot import zeroshot_classifier
+            from .zeroshot import zeroshot_classifier
 
             self._zs_weights = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
                                                    device=self._device(), batch_size=self.text_chunk).t()

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-import yaml
+import papermill as pm
+from tqdm.auto import tqdm
 
+from ..utils.io import atomic_write
+from . import params as notebook_params
 from . import paths
-from .results import atomic_write
+from .report import render_report
+from .tables import TABLES
 
 # name -> notebooks it needs first. The list order is a valid run order.
 PIPELINE: dict[str, list[str]] = {
@@ -32,16 +36,6 @@ PIPELINE: dict[str, list[str]] = {
     "99_report": [],
 }
 ALWAYS_RUN = {"99_report"}
-TABLE_NOTEBOOK = {
-    "mini_clip_zeroshot": "01_mini_world",
-    "imagenet_finetune": "11_imagenet_finetune",
-    "ade20k_segmentation": "12_ade20k_segmentation",
-    "cocoop_base2new": "20_cocoop_base2new",
-    "cocoop_cross_dataset": "21_cocoop_cross_dataset",
-    "cocoop_domain_generalization": "22_cocoop_domain_generalization",
-}  # it only collects what the others wrote
-
-
 class NotebookFailed(RuntimeError):
     pass
 
@@ -62,10 +56,6 @@ def params_dir() -> Path:
     return paths.REPO_ROOT / "params"
 
 
-def executed_dir(profile: str) -> Path:
-    return paths.results_dir(profile) / "notebooks"
-
-
 def available(nb_dir: Path | None = None) -> list[str]:
     """Notebooks that exist, in run order (unknown extra notebooks run before the report)."""
     nb_dir = nb_dir or notebooks_dir()
@@ -79,7 +69,8 @@ def resolve(names: list[str], present: list[str]) -> list[str]:
     """Map --only arguments (notebook names, with or without the number, or table names) to notebooks."""
     chosen = []
     for name in names:
-        matches = [n for n in present if name in (n, n.split("_", 1)[1], TABLE_NOTEBOOK.get(name))]
+        table = TABLES.get(name)
+        matches = [n for n in present if name in (n, n.split("_", 1)[1]) or (table and table.notebook == n)]
         if not matches:
             raise SystemExit(f"--only {name}: no such notebook or table; notebooks: {', '.join(present)}")
         chosen += matches
@@ -100,11 +91,9 @@ def resolve(names: list[str], present: list[str]) -> list[str]:
     return [n for n in present if n in needed]
 
 
-def load_params(name: str, profile: str, p_dir: Path | None = None) -> dict:
-    path = (p_dir or params_dir()) / profile / f"{name}.yaml"
-    params = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
-    params["profile"] = profile
-    return params
+def load_params(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path | None = None) -> dict:
+    """params/<profile>/<name>.yaml checked against the notebook's parameters cell (ParamsError if not)."""
+    return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir())
 
 
 def run_key(nb_path: Path, params: dict) -> str:
@@ -121,13 +110,11 @@ def rerun_command(name: str, profile: str) -> str:
 
 def run_notebook(name: str, profile: str, *, force: bool = False, nb_dir: Path | None = None,
                  p_dir: Path | None = None) -> Outcome:
-    import papermill as pm
-
     src = (nb_dir or notebooks_dir()) / f"{name}.ipynb"
-    out_dir = executed_dir(profile)
+    out_dir = paths.executed_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     out, record = out_dir / f"{name}.ipynb", out_dir / f"{name}.run.json"
-    params = load_params(name, profile, p_dir)
+    params = load_params(name, profile, p_dir, nb_dir)
     key = run_key(src, params)
     if not force and name not in ALWAYS_RUN and out.exists() and record.exists():
         prev = json.loads(record.read_text())
@@ -153,13 +140,11 @@ def run_notebook(name: str, profile: str, *, force: bool = False, nb_dir: Path |
 
 def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
               nb_dir: Path | None = None, p_dir: Path | None = None, render: bool = True) -> list[Outcome]:
-    from tqdm.auto import tqdm
-
-    from .report import render_report
-
     os.environ.setdefault("MPLBACKEND", "agg")
     present = available(nb_dir)
     todo = resolve(only, present) if only else present
+    for name in todo:  # every parameter file is checked before the first notebook runs
+        load_params(name, profile, p_dir, nb_dir)
     outcomes: list[Outcome] = []
     failed: Outcome | None = None
     with tqdm(todo, desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar:

@@ -5,39 +5,37 @@ One row per measured number: table, method, dataset, split, seed, metric, value 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import pandas as pd
 
+from ..utils.io import atomic_write
 from . import paths
 
 COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "profile", "run_id"]
 REFERENCE_COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "source"]
-TABLES = (
-    "cocoop_base2new",
-    "cocoop_cross_dataset",
-    "cocoop_domain_generalization",
-    "imagenet_finetune",
-    "ade20k_segmentation",
-)
+KEYS = ["method", "dataset", "split", "metric"]
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+@dataclass(frozen=True)
+class Table:
+    title: str
+    notebook: str          # the notebook that measures it
+    paper: bool = True     # False: a workbook-only table (the mini CLIP's zero-shot check)
+
+
+# The one registry of tables: the runner's --only, the report's sections and titles read it.
+TABLES: dict[str, Table] = {
+    "mini_clip_zeroshot": Table("Mini CLIP zero-shot accuracy (mini world only)", "01_mini_world", paper=False),
+    "imagenet_finetune": Table("MVP: ImageNet-1K fine-tuning top-1", "11_imagenet_finetune"),
+    "ade20k_segmentation": Table("MVP: ADE20K semantic segmentation mIoU", "12_ade20k_segmentation"),
+    "cocoop_base2new": Table("CoCoOp Table 1: base-to-new generalisation", "20_cocoop_base2new"),
+    "cocoop_cross_dataset": Table("CoCoOp Table 2: cross-dataset transfer", "21_cocoop_cross_dataset"),
+    "cocoop_domain_generalization": Table("CoCoOp Table 3: domain generalisation", "22_cocoop_domain_generalization"),
+}
+PAPER_TABLES = tuple(name for name, t in TABLES.items() if t.paper)
 
 
 def tables_dir(profile: str) -> Path:
@@ -92,3 +90,24 @@ def save_figure(fig, name: str, profile: str, dpi: int = 120) -> Path:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     stem = name[:-4] if name.endswith(".png") else name
     return atomic_write(figures_dir(profile) / f"{stem}.png", buf.getvalue())
+
+
+def ours_summary(table: str, profile: str) -> pd.DataFrame:
+    """Our rows averaged over seeds: one row per (method, dataset, split, metric)."""
+    df = load_table(table, profile)
+    if df.empty:
+        return pd.DataFrame(columns=KEYS + ["ours", "ours_std", "seeds"])
+    g = df.groupby(KEYS, sort=False)["value"]
+    return pd.DataFrame({"ours": g.mean(), "ours_std": g.std(ddof=0), "seeds": g.count()}).reset_index()
+
+
+def compare(table: str, profile: str) -> pd.DataFrame:
+    """Ours (mean over seeds) beside the paper's number for every row either side has."""
+    ours = ours_summary(table, profile)
+    try:
+        ref = load_reference(table)[KEYS + ["value", "source"]].rename(columns={"value": "paper"})
+    except FileNotFoundError:
+        ref = pd.DataFrame(columns=KEYS + ["paper", "source"])
+    merged = ours.merge(ref, on=KEYS, how="outer") if len(ours) else ref.assign(ours=float("nan"), ours_std=float("nan"), seeds=0)
+    merged["seeds"] = merged["seeds"].fillna(0).astype(int)
+    return merged[KEYS + ["ours", "ours_std", "seeds", "paper", "source"]]

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from . import checkpoint, distributed
-from .device import autocast, grad_scaler, pick_device, seed_everything
-from .progress import bar, get_logger
+from ..training import checkpoint
+from ..utils import distributed
+from ..utils.device import autocast, grad_scaler, pick_device, seed_everything
+from ..utils.progress import bar, get_logger
 
 DEFAULTS = {
     "method": "CoCoOp", "profile": "smoke", "data_root": None, "clip_model": None, "clip_pretrained": None,

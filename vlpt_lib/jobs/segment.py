@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import checkpoint, distributed
-from .device import autocast, grad_scaler
+from ..training import checkpoint
+from ..utils import distributed
+from ..utils.device import autocast, grad_scaler
 from .pretrain import make_optimizer, make_scheduler, per_rank_batch, scaled_lr, setup
-from .progress import bar, get_logger
-from ..metrics import IGNORE_INDEX, MeanIoU
+from ..utils.progress import bar, get_logger
+from ..utils.metrics import IGNORE_INDEX, MeanIoU
 from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from ..models.segmentation import BeitUperNet, layer_decay_param_groups, seg_loss, slide_inference
 
@@ -277,7 +278,7 @@ def run(cfg: dict, run_dir) -> dict:
     ex_path = run_dir / "examples.pt"
     if distributed.is_main() and examples:
         import io
-        from ..results import atomic_write
+        from ..utils.io import atomic_write
 
         buf = io.BytesIO()
         torch.save({"examples": examples, "mean": mean, "std": std}, buf)

@@ -20,9 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import paths
-from .engine.device import autocast, pick_device
-from .models.prompt import PromptCLIP
+from ..workbook import paths
+from ..utils.device import autocast, pick_device
+from ..models.prompt import PromptCLIP
 
 _ADJ = ["red", "small", "common", "great", "spotted", "northern", "giant", "golden", "wild", "striped",
         "black", "american", "european", "mountain", "sea", "desert", "royal", "little", "grey", "water"]
@@ -113,7 +113,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     import open_clip
-    from .models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
+    from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
 
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -202,7 +202,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     stem = args.out or f"cocoop_{device.type}"
     out_dir = paths.bench_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    from .results import atomic_write
+    from ..utils.io import atomic_write
     atomic_write(out_dir / f"{stem}.json", json.dumps(result, indent=2))
     _figure(result, out_dir / f"{stem}.png")
     print(f"saved {out_dir / (stem + '.json')} and {stem}.png")
@@ -252,7 +252,7 @@ def _figure(result: dict, path) -> None:
     buf = __import__("io").BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    from .results import atomic_write
+    from ..utils.io import atomic_write
     atomic_write(path, buf.getvalue())
 
 

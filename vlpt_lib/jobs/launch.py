@@ -1,9 +1,9 @@
 """Run a job module in-process, under torchrun, or on SLURM, and cache its result by config.
 
-A job is a module `vlpt_lib.engine.<job>` with `run(cfg, run_dir) -> dict`. Its run folder is
-results/<profile>/runs/<job>-<hash of cfg>/: config.json, checkpoints, result.json. A run whose
-result.json exists is not repeated unless `force`; one that was interrupted resumes from the
-checkpoint it left there (each job loads `checkpoint.load(run_dir)` at start).
+A job is a module `vlpt_lib.jobs.<job>` with a pydantic `Config` (every default of the job) and
+`run(cfg, run_dir) -> dict`. Its run folder is <runs_dir>/<job>-<hash of the resolved config>/:
+config.json, checkpoints, metrics.jsonl, result.json. A run whose result.json exists is not
+repeated unless `force`; one that was interrupted resumes from the checkpoint it left there.
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import paths
-from ..results import atomic_write
-from . import distributed
-from .progress import get_logger
+from ..utils.io import atomic_write
+from ..utils import distributed
+from ..utils.progress import get_logger
 
 LAUNCHERS = ("inline", "torchrun", "slurm")
 
@@ -31,8 +30,13 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def run_dir_for(job: str, cfg: dict, profile: str) -> Path:
-    return paths.results_dir(profile) / "runs" / f"{job}-{config_hash(cfg)}"
+def resolve_config(job: str, cfg: dict) -> dict:
+    """The job's full config: its defaults with `cfg` on top, checked (unknown keys and wrong types raise)."""
+    return _job_module(job).Config.model_validate(cfg).model_dump(mode="json")
+
+
+def run_dir_for(job: str, cfg: dict, runs_dir: str | os.PathLike) -> Path:
+    return Path(runs_dir) / f"{job}-{config_hash(resolve_config(job, cfg))}"
 
 
 def load_result(run_dir: Path) -> dict | None:
@@ -40,12 +44,13 @@ def load_result(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_job(job: str, cfg: dict, profile: str, *, launcher: str = "inline", nproc: int = 1,
+def run_job(job: str, cfg: dict, runs_dir: str | os.PathLike, *, launcher: str = "inline", nproc: int = 1,
             slurm: dict | None = None, force: bool = False) -> dict:
-    """Run `vlpt_lib.engine.<job>` on `cfg` (or return its cached result) and return the result dict."""
+    """Run `vlpt_lib.jobs.<job>` on `cfg` (or return its cached result) and return the result dict."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
-    run_dir = run_dir_for(job, cfg, profile)
+    cfg = resolve_config(job, cfg)
+    run_dir = run_dir_for(job, cfg, runs_dir)
     log = get_logger()
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -70,7 +75,7 @@ def run_job(job: str, cfg: dict, profile: str, *, launcher: str = "inline", npro
 
 
 def _job_module(job: str):
-    return importlib.import_module(f"vlpt_lib.engine.{job}")
+    return importlib.import_module(f"vlpt_lib.jobs.{job}")
 
 
 def _save_result(run_dir: Path, result: dict, start: float) -> None:
@@ -82,7 +87,7 @@ def _save_result(run_dir: Path, result: dict, start: float) -> None:
 
 def _run_torchrun(job: str, run_dir: Path, nproc: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", f"vlpt_lib.engine.{job}", "--run-dir", str(run_dir)]
+           "-m", f"vlpt_lib.jobs.{job}", "--run-dir", str(run_dir)]
     get_logger().info("launching: %s", " ".join(cmd))
     # Stream the workers' output into the caller (a notebook cell shows it line by line).
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -118,7 +123,7 @@ def _slurm_entry(job: str, run_dir: str) -> None:
 def _main_body(run, run_dir: Path) -> None:
     cfg = json.loads((run_dir / "config.json").read_text())["cfg"]
     start = time.time()
-    distributed.init_from_env(cfg.get("device", "auto"))
+    distributed.init_from_env(cfg.get("device", "auto"))  # every Config has a device field
     try:
         result = run(cfg, run_dir)
         if distributed.is_main():
@@ -128,7 +133,7 @@ def _main_body(run, run_dir: Path) -> None:
 
 
 def job_main(run) -> None:
-    """Entry point of `python -m vlpt_lib.engine.<job> --run-dir DIR` (what torchrun starts on each rank)."""
+    """Entry point of `python -m vlpt_lib.jobs.<job> --run-dir DIR` (what torchrun starts on each rank)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "mini", "paper")
 
 
@@ -43,3 +43,13 @@ def paper_data_root(data_root: str | os.PathLike | None = None) -> Path:
             "imagenet/, caltech-101/, ADEChallengeData2016/, ... (see notebooks/00_setup.ipynb)."
         )
     return Path(root).expanduser()
+
+
+def runs_dir(profile: str) -> Path:
+    """The job runs of a profile, one folder per job and resolved config (vlpt_lib.jobs.launch)."""
+    return results_dir(profile) / "runs"
+
+
+def executed_dir(profile: str) -> Path:
+    """Executed notebooks (and their .run.json records) of a profile."""
+    return results_dir(profile) / "notebooks"

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import checkpoint, distributed
-from .device import autocast, grad_scaler, limit_cpu_threads, pick_device, seed_everything
-from .progress import bar, get_logger
+from ..training import checkpoint
+from ..utils import distributed
+from ..utils.device import autocast, grad_scaler, limit_cpu_threads, pick_device, seed_everything
+from ..utils.progress import bar, get_logger
 from ..models.masking import BlockMaskGenerator
 from ..models.mvp import MVPStudent, arch_spec, build_target, masked_loss, save_exported
 
@@ -349,7 +350,7 @@ def ensure_pretrained(profile: str, params: dict | None = None, targets=("clip",
     """
     import json
 
-    from ..results import atomic_write
+    from ..utils.io import atomic_write
     from .launch import run_job
 
     p = load_notebook_params("10_mvp_pretrain", profile) if params is None else dict(params)

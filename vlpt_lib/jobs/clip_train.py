@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, distributed
-from .device import pick_device, seed_everything
-from .progress import bar, get_logger
+from ..training import checkpoint
+from ..utils import distributed
+from ..utils.device import pick_device, seed_everything
+from ..utils.progress import bar, get_logger
 
 CHECKPOINT = "mini_clip.pt"
 
@@ -117,7 +118,8 @@ def zero_shot_rows(model, tokenizer, preprocess, world_root: Path, device, seed:
 
     from ..data.coop import ImageListDataset, load_dataset
     from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS
-    from .zeroshot import evaluate, zeroshot_classifier
+    from ..training.evaluate import evaluate
+    from ..models.zeroshot import zeroshot_classifier
 
     rows = []
     for name in datasets or (MINI_DATASETS + MINI_VARIANTS):

@@ -69,7 +69,7 @@ def build(model: str, teacher_name: str, device: torch.device, fused_attn: bool)
 
 
 def make_step(student, teacher, opt, device, precision: str, compiled: bool):
-    from vlpt_lib.engine.device import autocast
+    from vlpt_lib.utils.device import autocast
     from vlpt_lib.models.mvp import masked_loss
 
     teacher.precision = precision
@@ -185,10 +185,10 @@ def main(argv=None) -> int:
 
 
 def run_bench(argv=None) -> dict:
-    from vlpt_lib import paths
-    from vlpt_lib.engine.device import pick_device
+    from vlpt_lib.workbook import paths
+    from vlpt_lib.utils.device import pick_device
     from vlpt_lib.models.masking import BlockMaskGenerator
-    from vlpt_lib.results import atomic_write
+    from vlpt_lib.utils.io import atomic_write
 
     args = parse(argv)
     device = pick_device(args.device)
@@ -261,7 +261,7 @@ def _figure(out: dict, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from vlpt_lib.results import atomic_write
+    from vlpt_lib.utils.io import atomic_write
 
     ok = [r for r in out["records"] if "img_per_s" in r]
     if not ok:

@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from . import checkpoint, distributed
-from .device import autocast, grad_scaler
+from ..training import checkpoint
+from ..utils import distributed
+from ..utils.device import autocast, grad_scaler
 from .pretrain import (SyntheticImages, image_folder, limit, make_optimizer, make_scheduler, per_rank_batch,
                        scaled_lr, setup)
-from .progress import bar, get_logger
-from ..metrics import topk_correct
+from ..utils.progress import bar, get_logger
+from ..utils.metrics import topk_correct
 from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 
 

@@ -1,0 +1,61 @@
+"""Zero-shot classifier weights from class names with any open_clip CLIP (the mini one or ViT-B/16).
+
+    clf = zeroshot_classifier(model, tokenizer, ds.classnames, ds.template)   # (embed_dim, n_classes)
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _templates(template) -> list:
+    if isinstance(template, str) or callable(template):
+        return [template]
+    return list(template)
+
+
+def _fill(template, classname: str) -> str:
+    return template(classname) if callable(template) else template.format(classname)
+
+
+@torch.no_grad()
+def zeroshot_classifier(model, tokenizer, classnames: Sequence[str], template: str | Callable | Iterable = "a photo of a {}.",
+                        device: torch.device | str | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Normalised text embeddings of the class prompts, shape (embed_dim, n_classes).
+
+    `template` is one "...{}..." string, a callable(classname) -> str, or a list of either
+    (an ensemble: the normalised embeddings of all templates are averaged, then renormalised).
+    Class names have "_" replaced by " ".
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    names = [c.replace("_", " ") for c in classnames]
+    templates = _templates(template)
+    was_training = model.training
+    model.eval()
+    weights = []
+    for t in templates:
+        prompts = [_fill(t, c) for c in names]
+        chunks = []
+        for i in range(0, len(prompts), batch_size):
+            tokens = tokenizer(prompts[i:i + batch_size]).to(device)
+            chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
+        weights.append(torch.cat(chunks))
+    model.train(was_training)
+    w = F.normalize(torch.stack(weights).mean(0), dim=-1)
+    return w.t().contiguous()
+
+
+class ZeroShotHead(torch.nn.Module):
+    """images -> logits: CLIP image features (normalised) against fixed class weights."""
+
+    def __init__(self, clip_model, classifier: torch.Tensor):
+        super().__init__()
+        self.clip = clip_model
+        self.register_buffer("classifier", classifier.float(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = F.normalize(self.clip.encode_image(images).float(), dim=-1)
+        return feats @ self.classifier

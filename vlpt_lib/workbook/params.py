@@ -1,0 +1,106 @@
+"""Notebook parameters: params/<profile>/<notebook>.yaml, checked against the notebook before it runs.
+
+The notebook's `parameters` cell is the reference: it names every parameter and its smoke value,
+whose type the YAML value must have (None in the cell: any type). A parameter that holds a job's
+config diff (e.g. `pretrain`, `recipe`) is checked against that job's `Config` by the paper's glue
+module (`PARAM_CHECKS` in workbook/mvp.py, workbook/cocoop.py). Every error names the file, the key
+and what was expected, before any job starts.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from . import cocoop, mvp
+
+PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def parameters_cell(nb_path: Path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return cell.source
+    raise ParamsError(f"{nb_path}: no cell tagged 'parameters'")
+
+
+def notebook_defaults(nb_path: Path) -> dict:
+    """{name: value} of the assignments in the notebook's parameters cell (literals only)."""
+    out = {}
+    for node in ast.parse(parameters_cell(nb_path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None  # not a literal: any type
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    """A params file as a dict; a syntax error names the file, line and column."""
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ParamsError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
+    return data
+
+
+def _type_name(value) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            tuple: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _same_kind(value, default) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def check(name: str, params: dict, defaults: dict, source: str) -> None:
+    """Raise ParamsError for an unknown parameter, a value of the wrong type or a job diff that does not validate."""
+    for key, value in params.items():
+        if key == "profile":
+            continue
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParamsError(f"{source}: unknown parameter {key!r} for notebook {name}{hint}; "
+                              f"its parameters are: {', '.join(sorted(defaults))}")
+        if not _same_kind(value, defaults[key]):
+            raise ParamsError(f"{source}: parameter {key!r} must be {_type_name(defaults[key])} "
+                              f"(the notebook's default is {defaults[key]!r}), got {value!r}")
+        if key in PARAM_CHECKS:
+            try:
+                PARAM_CHECKS[key](value)
+            except ValueError as err:
+                raise ParamsError(f"{source}: parameter {key!r}: {err}") from None
+
+
+def load(name: str, profile: str, p_dir: Path, nb_dir: Path) -> dict:
+    """params/<profile>/<name>.yaml, checked against notebooks/<name>.ipynb, plus `profile`."""
+    path = p_dir / profile / f"{name}.yaml"
+    params = read_yaml(path)
+    check(name, params, notebook_defaults(nb_dir / f"{name}.ipynb"), str(path))
+    return {**params, "profile": profile}

@@ -1,0 +1,89 @@
+"""The one place that turns a profile into what jobs need: a data root and CLIP weights.
+
+    world = profiles.resolve("mini")          # generates the mini world and trains its CLIP once
+    world.data_root, world.clip               # Path, {"model_name", "pretrained", "quick_gelu"}
+
+Jobs receive these explicit paths and never know which profile they serve:
+- smoke / mini: a procedurally generated world (vlpt_lib.data.mini_world) under
+  results/<profile>/world, and a small CLIP trained on its captions by the `clip_train` job;
+- paper: the user's datasets (`data_root` or $VLPT_DATA_ROOT) and OpenAI's CLIP ViT-B/16 (an open_clip
+  tag already in the local cache, or a local weights file).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.check import data_requirements as check
+from ..data.mini_world import ensure_world, world_config
+from ..jobs.launch import run_dir_for, run_job
+from . import paths
+
+PAPER_CLIP = ("ViT-B-16", "openai")
+
+# The mini CLIP's recipe per generated world (the `clip_train` job's cfg on top of its defaults).
+MINI_CLIP = {
+    "smoke": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.1, "warmup_steps": 3},
+    # mini: 5 x 93 steps of batch 128, about 64 s per epoch on 2 CPU cores (measured with 2 pinned
+    # cores), so world (~40-60 s) + CLIP stay within the 8 min budget. Longer helps (7 epochs: ImageNet
+    # 48 -> 55 %, DTD 46 -> 63 %; 12 epochs: ImageNet 65 %) but does not fit.
+    "mini": {"epochs": 5, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 100},
+}
+
+
+@dataclass
+class Resolved:
+    profile: str
+    data_root: Path
+    clip: dict = field(default_factory=dict)  # {"model_name", "pretrained", "quick_gelu"}; {} when not needed
+
+
+def mini_clip_name(profile: str) -> str:
+    return f"vlpt-{profile}-clip"
+
+
+def mini_clip_cfg(profile: str) -> dict:
+    """The clip_train job's cfg for a generated world (its hash keys the cached run)."""
+    if profile not in MINI_CLIP:
+        raise ValueError(f"the mini CLIP is trained for profiles {tuple(MINI_CLIP)}, not {profile!r}")
+    return {"model_name": mini_clip_name(profile), "world_root": str(paths.world_dir(profile)), "seed": 0,
+            **MINI_CLIP[profile]}
+
+
+def mini_clip_weights(profile: str) -> Path:
+    """Where the trained mini CLIP of `profile` lives (whether or not it was trained yet)."""
+    return run_dir_for("clip_train", mini_clip_cfg(profile), paths.runs_dir(profile)) / "mini_clip.pt"
+
+
+def ensure_world_of(profile: str, force: bool = False) -> Path:
+    return ensure_world(paths.world_dir(profile), world_config(profile), force=force)
+
+
+def ensure_mini_clip(profile: str) -> dict:
+    """Train (once, cached by config) the small CLIP of a generated world; return the job's result."""
+    ensure_world_of(profile)
+    return run_job("clip_train", mini_clip_cfg(profile), paths.runs_dir(profile))
+
+
+def resolve(profile: str, data_root=None, clip_model: str | None = None, clip_pretrained: str | None = None,
+            clip_quick_gelu: bool | None = None, need_clip: bool = True) -> Resolved:
+    """Data root and CLIP of a profile; explicit values (a notebook's parameters) win over the profile's."""
+    if profile == "paper":
+        root = paths.paper_data_root(data_root)
+        name, pretrained = clip_model or PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
+    else:
+        root = Path(data_root).expanduser() if data_root else ensure_world_of(profile)
+        name = clip_model or mini_clip_name(profile)
+        pretrained = clip_pretrained or (str(mini_clip_weights(profile)) if need_clip else None)
+        if need_clip and not clip_pretrained:
+            ensure_mini_clip(profile)
+    clip = {"model_name": name, "pretrained": str(pretrained), "quick_gelu": clip_quick_gelu} if need_clip else {}
+    return Resolved(profile, Path(root), clip)
+
+
+def data_requirements(profile: str, data_root=None) -> list[dict]:
+    """What the profile's tables read, where, and whether it is there (notebook 00_setup shows it)."""
+    if profile == "paper":
+        return check(data_root or os.environ.get("VLPT_DATA_ROOT"))
+    return check(Path(data_root) if data_root else paths.world_dir(profile), world_config(profile))
