@@ -4,25 +4,27 @@ from __future__ import annotations
 import math
 
 import open_clip
+import pydantic
 import pytest
 import torch
 
 import vlpt_lib.models.clip  # noqa: F401  (registers vlpt-smoke-clip)
-from vlpt_lib.engine import checkpoint
-from vlpt_lib.engine import prompt as P
+from vlpt_lib.data.mini_world import CONFIGS, ensure_world
+from vlpt_lib.jobs import prompt as P
+from vlpt_lib.jobs.launch import resolve_config
+from vlpt_lib.training import checkpoint
+from vlpt_lib.workbook import cocoop as C
 
 
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
-    from vlpt_lib.data.mini_world import ensure_world
-
     base = tmp_path_factory.mktemp("cocoop")
-    world = ensure_world("smoke", root=base / "world")
+    world = ensure_world(base / "world", CONFIGS["smoke"])
     torch.manual_seed(0)
     weights = base / "smoke_clip.pt"
     torch.save(open_clip.create_model("vlpt-smoke-clip").state_dict(), weights)
-    return {"profile": "smoke", "data_root": str(world), "clip_model": "vlpt-smoke-clip",
-            "clip_pretrained": str(weights), "threads": 1, "test_batch_size": 32}
+    return {"data_root": str(world), "clip": {"model_name": "vlpt-smoke-clip", "pretrained": str(weights)},
+            "threads": 1, "test_batch_size": 32}
 
 
 def _cfg(env, **kw):
@@ -33,21 +35,68 @@ def _cfg(env, **kw):
 
 
 def test_lr_schedule_is_constant_warmup_then_cosine():
-    cfg = {"lr": 0.002, "epochs": 10, "warmup_epochs": 1, "warmup_lr": 1e-5}
-    assert P.lr_at(0, cfg) == 1e-5
-    assert P.lr_at(1, cfg) == pytest.approx(0.001 * (1 + math.cos(math.pi / 10)))
-    assert P.lr_at(5, cfg) == pytest.approx(0.001)
-    assert P.lr_at(9, cfg) < 1e-4
+    cfg = P.Config(data_root=".", lr=0.002, epochs=10, warmup_epochs=1, warmup_lr=1e-5)
+    opt = P.make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg)
+    steps_per_epoch = 3
+    sched = P.make_scheduler(opt, cfg, steps_per_epoch)
+
+    def lr_at(epoch):  # the lr the loop sets for every step of `epoch`
+        lrs = set()
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
+            sched.step_update(step)
+            lrs.add(opt.param_groups[0]["lr"])
+        assert len(lrs) == 1  # per-epoch schedule (Dassl steps it once per epoch)
+        return lrs.pop()
+
+    assert lr_at(0) == 1e-5
+    assert lr_at(1) == pytest.approx(0.001 * (1 + math.cos(math.pi / 10)))
+    assert lr_at(5) == pytest.approx(0.001)
+    assert lr_at(9) < 1e-4
+
+
+def test_optimizer_is_sgd_with_decay_on_every_parameter():
+    cfg = P.Config(data_root=".")
+    params = [torch.nn.Parameter(torch.zeros(4, 3)), torch.nn.Parameter(torch.zeros(3))]  # a bias-like 1-D one too
+    opt = P.make_optimizer(params, cfg)
+    assert isinstance(opt, torch.optim.SGD) and len(opt.param_groups) == 1
+    g = opt.param_groups[0]
+    assert (g["momentum"], g["weight_decay"], g["nesterov"]) == (0.9, 5e-4, False) and len(g["params"]) == 2
+
+
+def test_config_defaults_are_the_papers_recipes():
+    cocoop = P.Config(data_root=".")
+    assert (cocoop.method, cocoop.epochs, cocoop.batch_size, cocoop.shots, cocoop.lr) == ("CoCoOp", 10, 1, 16, 0.002)
+    coop = P.Config(data_root=".", method="CoOp", dataset="EuroSAT")
+    assert (coop.epochs, coop.batch_size) == (200, 32)
+    assert P.Config(data_root=".", method="CoOp", dataset="ImageNet").epochs == 50
+    assert P.Config(data_root=".", method="CoOp", dataset="ImageNet", epochs=3).epochs == 3  # explicit wins
+    again = P.Config.model_validate(P.Config(data_root=".", method="CoOp").model_dump())
+    assert again == P.Config(data_root=".", method="CoOp")
+
+
+def test_typo_in_config_is_refused(smoke_env):
+    with pytest.raises(pydantic.ValidationError, match="epoch"):
+        P.Config.model_validate(_cfg(smoke_env, epoch=3))
+    with pytest.raises(pydantic.ValidationError, match="model"):
+        P.Config.model_validate(_cfg(smoke_env, clip={"model": "ViT-B-16"}))
+    with pytest.raises(ValueError, match="'CoOp'.*'epoch'"):
+        C.check_recipe({"common": {"shots": 2}, "CoOp": {"epoch": 2}})
+    with pytest.raises(ValueError, match="'common'.*'shot'"):
+        C.check_recipe({"common": {"shot": 2}})
+    with pytest.raises(ValueError, match="block"):
+        C.check_recipe({"CoCoop": {}})
+    C.check_recipe({})
+    C.check_recipe({"common": {"crop_scale": [0.8, 1.0]}, "CoOp": {"epochs_by_dataset": {"ImageNet": 50}}})
 
 
 def test_average_row_is_h_of_averaged_accuracies():
     rows = [{"method": "M", "dataset": d, "split": s, "seed": 1, "metric": "acc", "value": v}
             for d, b, n in [("A", 90.0, 50.0), ("B", 70.0, 90.0)] for s, v in (("base", b), ("new", n))]
-    out = P.base2new_rows(rows)
+    out = C.base2new_rows(rows)
     h = {(r["dataset"]): r["value"] for r in out if r["metric"] == "H"}
     assert h["A"] == pytest.approx(2 * 90 * 50 / 140)
-    assert h["Average"] == pytest.approx(P.harmonic_mean(80.0, 70.0))  # not the mean of per-dataset H
-    assert P.harmonic_mean(80.47, 71.69) == pytest.approx(75.83, abs=0.01)
+    assert h["Average"] == pytest.approx(C.harmonic_mean(80.0, 70.0))  # not the mean of per-dataset H
+    assert C.harmonic_mean(80.47, 71.69) == pytest.approx(75.83, abs=0.01)
     avg = [r for r in out if r["dataset"] == "Average" and r["metric"] == "acc"]
     assert {(r["split"], r["value"]) for r in avg} == {("base", 80.0), ("new", 70.0)}
 
@@ -56,11 +105,16 @@ def test_job_cfg_recipe_per_method_and_dataset():
     params = {"profile": "paper", "recipe": {"common": {"shots": 16, "lr": 0.002},
                                              "CoOp": {"epochs": 200, "batch_size": 32, "epochs_by_dataset": {"ImageNet": 50}},
                                              "CoCoOp": {"epochs": 10, "batch_size": 1}}}
-    assert P.job_cfg(params, "CoOp", "ImageNet", 1)["epochs"] == 50
-    assert P.job_cfg(params, "CoOp", "EuroSAT", 1)["epochs"] == 200
-    c = P.job_cfg(params, "CoCoOp", "EuroSAT", 2)
+    assert C.job_cfg(params, "CoOp", "ImageNet", 1)["epochs"] == 50
+    assert C.job_cfg(params, "CoOp", "EuroSAT", 1)["epochs"] == 200
+    c = C.job_cfg(params, "CoCoOp", "EuroSAT", 2)
     assert (c["epochs"], c["batch_size"], c["shots"], c["seed"]) == (10, 1, 16, 2)
-    assert "epochs" not in P.job_cfg(params, "CLIP", "EuroSAT", 1)
+    assert "epochs" not in C.job_cfg(params, "CLIP", "EuroSAT", 1)
+    # an empty recipe: the job's defaults are the papers' recipes, CoOp's ImageNet epochs included
+    empty = {"recipe": {}, "data_root": "/data"}
+    assert resolve_config("prompt", C.job_cfg(empty, "CoOp", "ImageNet", 1))["epochs"] == 50
+    assert resolve_config("prompt", C.job_cfg(empty, "CoOp", "EuroSAT", 1))["batch_size"] == 32
+    assert resolve_config("prompt", C.job_cfg(empty, "CoCoOp", "EuroSAT", 1))["batch_size"] == 1
 
 
 def test_job_rows_resume_and_load_from(smoke_env, tmp_path):
@@ -68,11 +122,15 @@ def test_job_rows_resume_and_load_from(smoke_env, tmp_path):
     assert {(r["split"], r["metric"]) for r in full["rows"]} == {("base", "acc"), ("new", "acc")}
     assert all(0 <= r["value"] <= 100 for r in full["rows"])
     assert [h["epoch"] for h in full["history"]] == [1, 2] and full["history"][0]["lr"] == 1e-5
+    state = checkpoint.load(tmp_path / "full")
+    assert set(state["model"]) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
+                                   "meta_net.linear2.weight", "meta_net.linear2.bias"}  # the learner only
+    assert {"optimizer", "scaler", "scheduler"} <= set(state)
 
     P.run(_cfg(smoke_env, epochs=1), tmp_path / "part")  # as if killed after epoch 1 ...
     resumed = P.run(_cfg(smoke_env), tmp_path / "part")  # ... and started again
-    a = checkpoint.load(tmp_path / "full")["prompt_learner"]
-    b = checkpoint.load(tmp_path / "part")["prompt_learner"]
+    a = checkpoint.load(tmp_path / "full")["model"]
+    b = checkpoint.load(tmp_path / "part")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
     assert resumed["rows"] == [{**r, "run_id": "part"} for r in full["rows"]]
@@ -84,6 +142,30 @@ def test_job_rows_resume_and_load_from(smoke_env, tmp_path):
     assert loaded["history"] == []
 
 
+@pytest.mark.parametrize("method", ["CoOp", "CoCoOp"])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_env, tmp_path, monkeypatch, method):
+    """Killed right after epoch 1's checkpoint and re-run in the same folder: same prompts, history, rows."""
+    cfg = _cfg(smoke_env, method=method, epochs=3, batch_size=3)  # 3 does not divide the shots: a last small batch
+    full = P.run(cfg, tmp_path / "full")
+    real_save = checkpoint.save
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        P.run(cfg, tmp_path / "run")
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert checkpoint.load(tmp_path / "run")["epoch"] == 0
+    resumed = P.run(cfg, tmp_path / "run")
+    a, b = checkpoint.load(tmp_path / "full")["model"], checkpoint.load(tmp_path / "run")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "elapsed_s"} for e in h]  # noqa: E731
+    assert strip(resumed["history"]) == strip(full["history"]) and len(full["history"]) == 3
+    assert [r["value"] for r in resumed["rows"]] == [r["value"] for r in full["rows"]]
+
+
 def test_zero_shot_clip_rows(smoke_env, tmp_path):
     res = P.run(_cfg(smoke_env, method="CLIP", subsample="all", eval=[{"dataset": "EuroSAT", "subsample": "base"}]),
                 tmp_path / "clip")
@@ -91,7 +173,7 @@ def test_zero_shot_clip_rows(smoke_env, tmp_path):
 
 
 def test_bench_cocoop_smoke(tmp_path, monkeypatch, capsys):
-    from vlpt_lib.bench_cocoop import run_bench
+    from vlpt_lib.bench.cocoop import run_bench
 
     monkeypatch.setenv("VLPT_RESULTS_ROOT", str(tmp_path))
     out = run_bench(["--device", "cpu", "--model", "vlpt-smoke-clip", "--classes", "6", "--batch", "2",

@@ -19,7 +19,7 @@ CFG = replace(M.CONFIGS["smoke"], captions=20, ade_train=4, ade_val=2)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return M.ensure_world("smoke", tmp_path_factory.mktemp("world") / "world", cfg=CFG)
+    return M.ensure_world(tmp_path_factory.mktemp("world") / "world", CFG)
 
 
 @pytest.fixture
@@ -177,11 +177,11 @@ def test_corrupt_jpeg_names_the_file(world_copy):
 
 
 def test_data_requirements(world, tmp_path):
-    paper = data_requirements("paper", tmp_path)
+    paper = data_requirements(tmp_path)  # the paper profile: the real datasets
     whats = " ".join(r["what"] for r in paper)
     for name in coop.DATASETS:
         assert name in whats
     assert "ADE20K" in whats and not any(r["present"] for r in paper)
     assert all(str(tmp_path) in r["path"] for r in paper)
-    mini = data_requirements("smoke", world)
+    mini = data_requirements(world, M.world_config("smoke"))
     assert all(r["present"] for r in mini[1:]) and not mini[0]["present"]  # CFG differs from the smoke stamp

@@ -7,6 +7,7 @@ import pytest
 
 from vlpt_lib.data import mini_world as M
 from vlpt_lib.data import render as R
+from vlpt_lib.workbook import profiles
 
 TINY = replace(M.CONFIGS["smoke"], imagenet_classes=4, imagenet_train=2, imagenet_val=1, variant_per_class=1,
                subset_classes=2, coop_train=2, coop_val=1, coop_test=1, ade_train=2, ade_val=1, captions=40)
@@ -18,36 +19,36 @@ def _digest(root: Path) -> dict:
 
 
 def test_same_seed_same_bytes(tmp_path):
-    a = M.ensure_world("smoke", tmp_path / "a", cfg=TINY)
-    b = M.ensure_world("smoke", tmp_path / "b", cfg=TINY)
+    a = M.ensure_world(tmp_path / "a", TINY)
+    b = M.ensure_world(tmp_path / "b", TINY)
     da, db = _digest(a), _digest(b)
     assert da == db and len(da) > 100
-    c = M.ensure_world("smoke", tmp_path / "c", cfg=replace(TINY, seed=1))
+    c = M.ensure_world(tmp_path / "c", replace(TINY, seed=1))
     dc = _digest(c)
     assert dc.keys() == da.keys() and sum(da[k] != dc[k] for k in da) > len(da) // 2
 
 
 def test_stamp_makes_rerun_a_noop_and_config_change_regenerates(tmp_path):
-    root = M.ensure_world("smoke", tmp_path / "w", cfg=TINY)
+    root = M.ensure_world(tmp_path / "w", TINY)
     marker = root / "imagenet" / "marker"
     marker.write_text("x")
-    M.ensure_world("smoke", root, cfg=TINY)
+    M.ensure_world(root, TINY)
     assert marker.exists()  # no-op: nothing rewritten
-    M.ensure_world("smoke", root, cfg=replace(TINY, captions=41))
+    M.ensure_world(root, replace(TINY, captions=41))
     assert not marker.exists() and M.is_current(root, replace(TINY, captions=41))
     assert len((root / "captions" / "train.csv").read_text().splitlines()) == 42
 
 
 def test_ensure_world_uses_results_root(results_root, monkeypatch):
     monkeypatch.setitem(M.CONFIGS, "smoke", TINY)
-    root = M.ensure_world("smoke")
+    root = profiles.ensure_world_of("smoke")
     assert root == results_root / "smoke" / "world" and (root / M.STAMP).is_file()
     with pytest.raises(ValueError):
-        M.ensure_world("paper")
+        profiles.ensure_world_of("paper")
 
 
 def test_real_layouts_are_written(tmp_path):
-    root = M.ensure_world("smoke", tmp_path / "w", cfg=TINY)
+    root = M.ensure_world(tmp_path / "w", TINY)
     for rel in ["imagenet/classnames.txt", "imagenet/images/train", "imagenet/images/val",
                 "imagenetv2/imagenetv2-matched-frequency-format-val/0", "imagenetv2/classnames.txt",
                 "imagenet-sketch/images", "imagenet-adversarial/imagenet-a", "imagenet-rendition/imagenet-r",

@@ -1,8 +1,17 @@
 """MVP jobs end to end on synthetic data with tiny models: pretrain (clip and pixel) -> export -> finetune/segment."""
 import json
+import math
 
 import pytest
+import timm
 import torch
+from timm.optim import param_groups_layer_decay
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler
+
+from vlpt_lib.jobs import finetune, pretrain, segment
+from vlpt_lib.models.mvp import MVPStudent
+from vlpt_lib.models.segmentation import BeitUperNet, layer_decay_param_groups
+from vlpt_lib.training import checkpoint, optim
 
 torch.set_num_threads(2)
 
@@ -22,21 +31,66 @@ def _pre_cfg(smoke_clip, target="clip", epochs=2):
     return dict(seed=0, threads=2, target=target,
                 clip=dict(model_name="vlpt-smoke-clip", pretrained=smoke_clip), student=dict(arch="smoke"),
                 data=dict(kind="synthetic", n=16), mask=dict(ratio=0.4, min_block_fraction=0.15),
-                optim=dict(epochs=epochs, batch_size=8, lr=1e-3, warmup_epochs=1, clip_grad=3.0, betas=[0.9, 0.98],
-                           weight_decay=0.05))
+                optim=dict(epochs=epochs, batch_size=8, lr=1e-3, lr_ref_batch=None, warmup_epochs=1, clip_grad=3.0,
+                           betas=[0.9, 0.98], weight_decay=0.05))
+
+
+def _init(result):
+    return dict(checkpoint=result["export"], model_name=result["model_name"], kwargs=result["kwargs"])
+
+
+def _ft_cfg(result, method="MVP", epochs=1):
+    return dict(seed=0, threads=2, method=method, init=_init(result) if method != "Scratch" else
+                dict(_init(result), checkpoint=None), data=dict(kind="synthetic", n=16, n_val=8, num_classes=4),
+                optim=dict(epochs=epochs, batch_size=8, lr=1e-3, lr_ref_batch=None, warmup_epochs=0, layer_decay=0.65,
+                           drop_path=0.1))
+
+
+def _seg_cfg(result, iters=3, eval_every=0):
+    return dict(seed=0, threads=2, method="MVP", init=_init(result), eval_every=eval_every,
+                data=dict(kind="synthetic", n=4, n_val=2, num_classes=3, crop=32, img_scale=[96, 32], size=40,
+                          stride=None),
+                model=dict(decoder_channels=16, aux_channels=8),
+                optim=dict(iters=iters, batch_size=2, lr=1e-3, lr_ref_batch=None, warmup_iters=1, warmup_lr=1e-6,
+                           layer_decay=0.65))
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, smoke_clip):
-    from vlpt_lib.engine import pretrain
-
     run_dir = tmp_path_factory.mktemp("pre")
     return pretrain.run(_pre_cfg(smoke_clip), run_dir), run_dir
 
 
-def test_pretrain_exports_timm_checkpoint(pretrained):
-    import timm
+def _interrupted_then_resumed(monkeypatch, run, cfg, run_dir):
+    """Kill `run` when it saves its second checkpoint (after epoch 2 began), then run it again in run_dir."""
+    real_save = checkpoint.save
+    saved = []
 
+    def save_once(*args, **kwargs):
+        if saved:
+            raise KeyboardInterrupt("killed after the first epoch")
+        saved.append(real_save(*args, **kwargs))
+        return saved[-1]
+
+    monkeypatch.setattr(checkpoint, "save", save_once)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert checkpoint.load(run_dir)["epoch"] == 0  # it stopped after epoch 1
+    return run(cfg, run_dir)
+
+
+def _without_time(history):
+    return [{k: v for k, v in h.items() if k != "elapsed_s"} for h in history]
+
+
+def _assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_pretrain_exports_timm_checkpoint(pretrained):
     result, run_dir = pretrained
     assert result["loss_kind"] == "cosine" and len(result["history"]) == 2
     assert all(0 <= h["loss"] <= 2 for h in result["history"])
@@ -48,73 +102,164 @@ def test_pretrain_exports_timm_checkpoint(pretrained):
     assert json.loads(open(result["export"] + ".json").read())["target"] == "clip"
 
 
-def test_pretrain_resume_matches_uninterrupted(tmp_path, smoke_clip):
-    from vlpt_lib.engine import pretrain
-
+def test_pretrain_resume_matches_uninterrupted(tmp_path, smoke_clip, monkeypatch):
     full = pretrain.run(_pre_cfg(smoke_clip, "pixel", 2), tmp_path / "full")
-    pretrain.run(_pre_cfg(smoke_clip, "pixel", 1), tmp_path / "part")        # "killed" after epoch 1
-    resumed = pretrain.run(_pre_cfg(smoke_clip, "pixel", 2), tmp_path / "part")
+    resumed = _interrupted_then_resumed(monkeypatch, pretrain.run, _pre_cfg(smoke_clip, "pixel", 2), tmp_path / "part")
     assert resumed["loss_kind"] == "mse"
     # epoch 1 identical; the resumed run continues from the checkpoint (same epoch count and steps)
     assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-4)
     assert resumed["steps"] == full["steps"] and len(resumed["history"]) == 2
+    # and exactly the same run: same data order, masks, losses and final weights
+    assert _without_time(resumed["history"]) == _without_time(full["history"])
+    _assert_same_state(torch.load(resumed["export"], weights_only=True), torch.load(full["export"], weights_only=True))
+
+
+def _old_weight_decay_groups(model, weight_decay):
+    """The pre-redesign rule of jobs/pretrain.py (BEiT's): the reference the timm factory must match."""
+    skip = set(model.no_weight_decay())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _canon(groups):
+    return sorted((sorted(id(p) for p in g["params"]), g["weight_decay"], round(g.get("lr_scale", 1.0), 12))
+                  for g in groups)
 
 
 def test_weight_decay_groups_follow_beit():
-    from vlpt_lib.engine.pretrain import weight_decay_groups
-    from vlpt_lib.models.mvp import MVPStudent
-
     student = MVPStudent("smoke", target_dim=4)
-    decay, no_decay = weight_decay_groups(student, 0.05)
+    opt = optim.create_optimizer(student, opt="adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.98))
+    decay = next(g for g in opt.param_groups if g["weight_decay"] == 0.05)
+    no_decay = next(g for g in opt.param_groups if g["weight_decay"] == 0.0)
     names = {id(p): n for n, p in student.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
     assert "mask_token" in nd and "encoder.cls_token" in nd
     assert "encoder.rel_pos_bias.relative_position_bias_table" in nd
     assert all(names[id(p)].endswith("weight") for p in decay["params"])
     assert not any("norm" in names[id(p)] or "gamma" in names[id(p)] for p in decay["params"])
+    # the same two groups as the pre-redesign grouper
+    assert _canon(opt.param_groups) == _canon(_old_weight_decay_groups(student, 0.05))
+    assert all(g["betas"] == (0.9, 0.98) and g["lr"] == 1e-3 for g in opt.param_groups)
+
+
+def test_layer_decay_groups_match_timm_param_groups():
+    """finetune: create_optimizer(model, layer_decay=...) = today's param_groups_layer_decay groups;
+    segment: the explicit groups pass through with their weight decay and lr scale."""
+    model = timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                              depth=3, num_heads=2, num_classes=5, global_pool="avg")
+    opt = optim.create_optimizer(model, opt="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.65)
+    ref = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
+                                   layer_decay=0.65)
+    assert _canon(opt.param_groups) == _canon(ref)
+    seg = BeitUperNet(timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                        embed_dim=32, depth=4, num_heads=2, num_classes=0), 5, 16, 8)
+    groups = layer_decay_param_groups(seg, 0.05, 0.65)
+    opt = optim.create_optimizer(groups, opt="adamw", lr=1e-3, weight_decay=0.05)
+    assert _canon(opt.param_groups) == _canon(layer_decay_param_groups(seg, 0.05, 0.65))
+
+
+def test_schedules_match_the_old_per_iteration_settings():
+    """create_scheduler("cosine"/"poly") gives the lr sequence of the pre-redesign make_scheduler."""
+    def lrs(sched, opt, n):
+        out = []
+        for step in range(n):
+            sched.step_update(step)
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    spe, p = 7, torch.nn.Parameter(torch.zeros(1))
+    for kind, new_kw, total, warm, extra in (
+            ("cosine", dict(epochs=3, warmup_epochs=1), 3 * spe, spe, {}),
+            ("poly", dict(total_steps=20, warmup_steps=4, power=1.0), 20, 4, dict(power=1.0))):
+        opt_a, opt_b = torch.optim.AdamW([p], lr=1e-3), torch.optim.AdamW([p], lr=1e-3)
+        common = dict(t_initial=total, warmup_t=min(warm, total - 1), warmup_lr_init=1e-6, lr_min=1e-5,
+                      t_in_epochs=False, warmup_prefix=False)
+        old = (PolyLRScheduler(opt_a, **extra, **common) if kind == "poly" else CosineLRScheduler(opt_a, **common))
+        new = optim.create_scheduler(opt_b, kind, steps_per_epoch=spe, warmup_lr=1e-6, min_lr=1e-5,
+                                     warmup_prefix=False, **new_kw)
+        assert lrs(new, opt_b, total) == lrs(old, opt_a, total)
 
 
 def test_finetune_from_export_and_scratch(tmp_path, pretrained):
-    from vlpt_lib.engine import finetune
-
     result, _ = pretrained
-    base = dict(seed=0, threads=2, data=dict(kind="synthetic", n=16, n_val=8, num_classes=4),
-                optim=dict(epochs=1, batch_size=8, lr=1e-3, warmup_epochs=0, layer_decay=0.65, drop_path=0.1))
-    mvp = finetune.run(dict(base, method="MVP", init=dict(checkpoint=result["export"], model_name=result["model_name"],
-                                                          kwargs=result["kwargs"])), tmp_path / "a")
-    scratch = finetune.run(dict(base, method="Scratch", init=dict(checkpoint=None, model_name=result["model_name"],
-                                                                  kwargs=result["kwargs"])), tmp_path / "b")
+    mvp = finetune.run(_ft_cfg(result, "MVP"), tmp_path / "a")
+    scratch = finetune.run(_ft_cfg(result, "Scratch"), tmp_path / "b")
     for r, method in ((mvp, "MVP"), (scratch, "Scratch")):
         row = r["rows"][0]
         assert row["method"] == method and row["metric"] == "acc" and row["dataset"] == "ImageNet"
         assert 0 <= row["value"] <= 100
     assert sorted(mvp["load_report"]["missing"]) == ["head.bias", "head.weight"]
+    assert mvp["top1"] == mvp["history"][-1]["val_top1"] and mvp["val_images"] == 8
+
+
+def test_finetune_resume_matches_uninterrupted(tmp_path, pretrained, monkeypatch):
+    result, _ = pretrained
+    cfg = _ft_cfg(result, "MVP", epochs=2)
+    full = finetune.run(cfg, tmp_path / "full")
+    resumed = _interrupted_then_resumed(monkeypatch, finetune.run, cfg, tmp_path / "part")
+    assert len(resumed["history"]) == 2 and resumed["top1"] == full["top1"]
+    assert _without_time(resumed["history"]) == _without_time(full["history"])
+    _assert_same_state(checkpoint.load(tmp_path / "part")["model"], checkpoint.load(tmp_path / "full")["model"])
 
 
 def test_segment_from_export(tmp_path, pretrained):
-    from vlpt_lib.engine import segment
-
     result, _ = pretrained
-    cfg = dict(seed=0, threads=2, method="MVP",
-               init=dict(checkpoint=result["export"], model_name=result["model_name"], kwargs=result["kwargs"]),
-               data=dict(kind="synthetic", n=4, n_val=2, num_classes=3, crop=32, img_scale=[96, 32], size=40),
-               model=dict(decoder_channels=16, aux_channels=8),
-               optim=dict(iters=3, batch_size=2, lr=1e-3, warmup_iters=1, layer_decay=0.65))
-    r = segment.run(cfg, tmp_path)
+    r = segment.run(_seg_cfg(result), tmp_path)
     assert r["rows"][0]["metric"] == "miou" and 0 <= r["miou"] <= 100
     ex = torch.load(r["examples"], weights_only=False)["examples"]
     assert ex[0]["pred"].shape == ex[0]["label"].shape
+    # iteration-based inside the epoch loop: 2 steps per epoch, 3 iterations -> 2 epochs, the last one cut short
+    assert [h["step"] for h in r["history"]] == [2, 3]
+    assert "miou" not in r["history"][0] and r["history"][-1]["miou"] == r["miou"]  # eval_every 0: only the end
+
+
+def test_segment_resume_matches_uninterrupted(tmp_path, pretrained, monkeypatch):
+    result, _ = pretrained
+    cfg = _seg_cfg(result, iters=4, eval_every=1)
+    full = segment.run(cfg, tmp_path / "full")
+    resumed = _interrupted_then_resumed(monkeypatch, segment.run, cfg, tmp_path / "part")
+    assert [h["step"] for h in resumed["history"]] == [2, 4] and all("miou" in h for h in resumed["history"])
+    assert _without_time(resumed["history"]) == _without_time(full["history"])
+    assert resumed["miou"] == full["miou"] and resumed["per_class_iou"] == full["per_class_iou"]
+    _assert_same_state(checkpoint.load(tmp_path / "part")["model"], checkpoint.load(tmp_path / "full")["model"])
+
+
+def test_a_typo_in_a_config_is_refused(tmp_path, smoke_clip, pretrained):
+    from vlpt_lib.workbook import mvp
+
+    result, _ = pretrained
+    bad = {"pretrain": _pre_cfg(smoke_clip), "finetune": _ft_cfg(result), "segment": _seg_cfg(result)}
+    bad["pretrain"]["optim"]["warmup_epoch"] = 1
+    bad["finetune"]["aug"] = {"mix_up": 0.5}
+    bad["segment"]["eval_evry"] = 2
+    for job, (module, key) in {"pretrain": (pretrain, "optim.warmup_epoch"), "finetune": (finetune, "aug.mix_up"),
+                               "segment": (segment, "eval_evry")}.items():
+        with pytest.raises(ValueError, match=key):
+            module.run(bad[job], tmp_path / job)
+        with pytest.raises(ValueError, match=key):  # the runner's check of a params file, before any job starts
+            mvp.PARAM_CHECKS[job](bad[job])
+        assert not (tmp_path / job).exists()
+    for job in ("pretrain", "finetune", "segment"):
+        mvp.PARAM_CHECKS[job]({})  # an empty diff = the paper recipe
+
+
+def test_segment_stride_defaults():
+    assert segment.Config().data.stride == 341  # the paper's slide stride
+    assert segment.Config.model_validate({"data": {"crop": 64, "stride": None}}).data.stride == math.ceil(64 * 2 / 3)
 
 
 def test_seg_train_transform_joint():
     import numpy as np
-    from vlpt_lib.engine.segment import SegTrain
 
     img = np.zeros((40, 60, 3), np.uint8)
     img[:, 30:] = 255
     mask = np.zeros((40, 60), np.uint8)
     mask[:, 30:] = 1
-    tf = SegTrain(32, img_scale=(120, 40), ratio_range=(1.0, 1.0), photometric=False, mean=(0, 0, 0), std=(1, 1, 1))
+    tf = segment.SegTrain(32, img_scale=(120, 40), ratio_range=(1.0, 1.0), photometric=False, mean=(0, 0, 0),
+                          std=(1, 1, 1))
     for _ in range(5):
         x, m = tf(img, mask)
         assert x.shape == (3, 32, 32) and m.shape == (32, 32) and m.dtype == torch.long
@@ -124,7 +269,7 @@ def test_seg_train_transform_joint():
 
 
 def test_bench_mvp_smoke(tmp_path, capsys):
-    from vlpt_lib.bench_mvp import run_bench
+    from vlpt_lib.bench.mvp import run_bench
 
     out = run_bench(["--device", "cpu", "--model", "smoke", "--batch", "4", "--steps", "1", "--warmup", "0",
                      "--out", str(tmp_path)])

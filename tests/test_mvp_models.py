@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from vlpt_lib.metrics import MeanIoU, intersect_and_union, mean_iou, reduce_zero_label
+from vlpt_lib.utils.metrics import MeanIoU, intersect_and_union, mean_iou, reduce_zero_label
 from vlpt_lib.models.masking import BlockMaskGenerator
 from vlpt_lib.models.mvp import (MVPStudent, PixelTarget, create_backbone, export_timm_state_dict, masked_loss,
                                  patchify, save_exported, load_exported_meta)

@@ -81,8 +81,8 @@ def test_cli_reports_failures_with_exit_code(toy, tmp_path, results_root):
 def test_params_are_checked_against_the_parameters_cell_before_anything_runs(toy, results_root):
     nb_dir, p_dir = toy
     path = p_dir / "smoke" / "00_setup.yaml"
-    path.write_text("m: 3\n")
-    with pytest.raises(ParamsError, match=r"00_setup.yaml: unknown parameter 'm' .*did you mean 'n'"):
+    path.write_text("nn: 3\n")
+    with pytest.raises(ParamsError, match=r"00_setup.yaml: unknown parameter 'nn' .*did you mean 'n'"):
         runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
     path.write_text("n: twotwo\n")
     with pytest.raises(ParamsError, match=r"parameter 'n' must be an integer .*'twotwo'"):

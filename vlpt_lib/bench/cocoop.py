@@ -12,17 +12,22 @@ results/bench/.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
 import time
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
-from ..workbook import paths
-from ..utils.device import autocast, pick_device
+from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
 from ..models.prompt import PromptCLIP
+from ..utils.device import autocast, pick_device
+from ..utils.io import atomic_write
+from ..workbook import paths
 
 _ADJ = ["red", "small", "common", "great", "spotted", "northern", "giant", "golden", "wild", "striped",
         "black", "american", "european", "mountain", "sea", "desert", "royal", "little", "grey", "water"]
@@ -112,9 +117,6 @@ def run_bench(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="output stem under results/bench/ (default cocoop_<device>)")
     args = parser.parse_args(argv)
 
-    import open_clip
-    from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
-
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     torch.set_num_threads(args.threads)
@@ -202,7 +204,6 @@ def run_bench(argv: list[str] | None = None) -> dict:
     stem = args.out or f"cocoop_{device.type}"
     out_dir = paths.bench_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    from ..utils.io import atomic_write
     atomic_write(out_dir / f"{stem}.json", json.dumps(result, indent=2))
     _figure(result, out_dir / f"{stem}.png")
     print(f"saved {out_dir / (stem + '.json')} and {stem}.png")
@@ -231,12 +232,8 @@ def _imagenet_projection(model: PromptCLIP, device, args, size) -> dict:
 
 
 def _figure(result: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = Figure(figsize=(5.5, 3.2))  # no pyplot: renders with Agg whatever the session's backend
+    ax = fig.subplots()
     groups = ["train", "eval"]
     ref = [1000 * result[f"{g}_reference_s_per_image"] for g in groups]
     fast = [1000 * result[f"{g}_fast_s_per_image"] for g in groups]
@@ -249,10 +246,8 @@ def _figure(result: dict, path) -> None:
     ax.set_ylabel("ms per image")
     ax.set_title(f"CoCoOp {result['model']}, {result['classes']} classes, {result['device']}", fontsize=8)
     ax.legend(fontsize=7)
-    buf = __import__("io").BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    from ..utils.io import atomic_write
     atomic_write(path, buf.getvalue())
 
 

@@ -24,12 +24,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import platform
 import time
+from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import open_clip
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import vlpt_lib.models.clip  # noqa: F401  (registers the mini CLIP configs)
+from vlpt_lib.models.masking import BlockMaskGenerator
+from vlpt_lib.models.mvp import ClipTeacher, MVPStudent, masked_loss
+from vlpt_lib.utils.device import autocast, pick_device
+from vlpt_lib.utils.io import atomic_write
+from vlpt_lib.workbook import paths
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "A100": 312.0, "A800": 312.0,
                "L40S": 362.0, "L4": 121.0, "A10": 125.0, "V100": 125.0, "RTX 4090": 165.0}
@@ -56,10 +69,6 @@ def cpu_peak_tflops(seconds: float = 1.0) -> float:
 
 
 def build(model: str, teacher_name: str, device: torch.device, fused_attn: bool):
-    import open_clip
-    import vlpt_lib.models.clip  # noqa: F401  (registers the mini CLIP configs)
-    from vlpt_lib.models.mvp import ClipTeacher, MVPStudent
-
     clip_model = open_clip.create_model(teacher_name, pretrained=None, device=device)
     teacher = ClipTeacher(clip_model, precision="auto").to(device)
     student = MVPStudent(model, target_dim=teacher.out_dim).to(device)
@@ -69,9 +78,6 @@ def build(model: str, teacher_name: str, device: torch.device, fused_attn: bool)
 
 
 def make_step(student, teacher, opt, device, precision: str, compiled: bool):
-    from vlpt_lib.utils.device import autocast
-    from vlpt_lib.models.mvp import masked_loss
-
     teacher.precision = precision
     fwd_student = torch.compile(student) if compiled else student
     grid = student.grid
@@ -93,9 +99,6 @@ def make_step(student, teacher, opt, device, precision: str, compiled: bool):
 
 
 def count_flops(student, teacher, images, mask) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-    from vlpt_lib.models.mvp import masked_loss
-
     # In eval + no_grad nn.MultiheadAttention takes a fused fast path the counter does not see; count the
     # same maths with the modules flagged as training (no dropout in CLIP, so identical outputs).
     modules = list(teacher.visual.modules())
@@ -185,11 +188,6 @@ def main(argv=None) -> int:
 
 
 def run_bench(argv=None) -> dict:
-    from vlpt_lib.workbook import paths
-    from vlpt_lib.utils.device import pick_device
-    from vlpt_lib.models.masking import BlockMaskGenerator
-    from vlpt_lib.utils.io import atomic_write
-
     args = parse(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -243,7 +241,7 @@ def run_bench(argv=None) -> dict:
            "peak_tflops": peak, "peak_source": peak_src, "records": records,
            "best_mode": best["mode"] if best else None,
            "speedup_over_fp32_eager": best["img_per_s"] / eager["img_per_s"] if best and eager else None}
-    folder = paths.bench_dir() if args.out is None else __import__("pathlib").Path(args.out)
+    folder = paths.bench_dir() if args.out is None else Path(args.out)
     stem = f"mvp_{device.type}_{args.model}_b{args.batch}"
     atomic_write(folder / f"{stem}.json", json.dumps(out, indent=2))
     _figure(out, folder / f"{stem}.png")
@@ -256,12 +254,7 @@ def run_bench(argv=None) -> dict:
 
 
 def _figure(out: dict, path) -> None:
-    import io
-
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from vlpt_lib.utils.io import atomic_write
 
     ok = [r for r in out["records"] if "img_per_s" in r]
     if not ok:

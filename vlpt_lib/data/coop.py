@@ -17,8 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..utils.io import atomic_write
 from . import DatasetError, require
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -229,7 +232,6 @@ def scan_folders(image_dir: Path, cache: Path | None = None) -> list[tuple[str, 
     folders = [(f.name, [p.name for p in _list_images(f)]) for f in _class_folders(image_dir)]
     if cache is not None and sum(len(v) for _, v in folders) >= SCAN_CACHE_MIN:
         try:
-            from ..utils.io import atomic_write
             atomic_write(cache, json.dumps({"mtime": image_dir.stat().st_mtime, "folders": folders}))
         except OSError:
             pass  # read-only data: just rescan next time
@@ -351,7 +353,6 @@ def few_shot(ds: CoopDataset, shots: int, seed: int, cache: bool = True) -> Coop
     val = _draw(ds.val, min(shots, 4), rng)
     if use_cache:
         try:
-            from ..utils.io import atomic_write
             blob = pickle.dumps({"fingerprint": _fingerprint(ds), "train": [rel(d) for d in train],
                                  "val": [rel(d) for d in val]})
             atomic_write(path, blob)
@@ -390,7 +391,6 @@ def subsample_classes(ds: CoopDataset, which: str) -> CoopDataset:
 # ----------------------------------------------------------------------------- torch dataset
 def open_image(path: str | os.PathLike):
     """PIL RGB image, or DatasetError naming the file when it is missing or cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
             im.load()
@@ -417,8 +417,7 @@ class ImageListDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         else:
-            import torchvision.transforms.functional as F
-            img = F.to_tensor(img)
+            img = TF.to_tensor(img)
         return img, d.label
 
 

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from torch.utils.data import Dataset
+import numpy as np
+import torchvision.transforms.functional as TF
+from torch.utils.data import Dataset, Subset
 
 from . import DatasetError, require
 from .coop import DATASETS, open_image, read_classnames, scan_folders
@@ -64,6 +66,13 @@ class ImageNetFolder(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         else:
-            import torchvision.transforms.functional as F
-            img = F.to_tensor(img)
+            img = TF.to_tensor(img)
         return img, label
+
+
+def limit(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of `n` items (kept in index order), or the whole dataset when n is None/0/too big."""
+    if not n or n >= len(dataset):
+        return dataset
+    idx = np.random.default_rng(seed).permutation(len(dataset))[:n]
+    return Subset(dataset, sorted(idx.tolist()))

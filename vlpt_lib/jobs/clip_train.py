@@ -1,13 +1,13 @@
-"""Job: train the small CLIP of the smoke/mini world on its captions, then test it zero-shot.
+"""Job: train the small CLIP of a generated world on its captions, then test it zero-shot.
 
 open_clip builds the model from the registered config ("vlpt-mini-clip" / "vlpt-smoke-clip"), its
-own ClipLoss trains it (AdamW, warm-up + cosine), and the final weights are written as a plain
-open_clip state dict (`mini_clip.pt`), the file `open_clip.create_model_and_transforms(name,
-pretrained=path)` loads. Every epoch is checkpointed; an interrupted run resumes.
+own ClipLoss trains it (AdamW, linear warm-up + cosine, open_clip's no-decay rule), and the final
+weights are written as a plain open_clip state dict (`mini_clip.pt`), the file
+`open_clip.create_model_and_transforms(name, pretrained=path)` loads. Training runs through the one
+loop (`vlpt_lib.training.loop`): every epoch is checkpointed and an interrupted run resumes.
 
-cfg keys: profile, model_name, world_root (None = the profile's world), world_hash, epochs,
-batch_size, lr, weight_decay, warmup_steps, seed, num_workers (+ optional threads, device,
-eval_batch_size, max_train_s, eval_each_epoch = a list of dataset names).
+The job is given the world's folder (`world_root`); which profile it serves is the workbook's
+business (`vlpt_lib.workbook.profiles.MINI_CLIP` holds the per-profile recipes).
 """
 from __future__ import annotations
 
@@ -17,42 +17,64 @@ import time
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.loss import ClipLoss
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+from timm.optim import param_groups_weight_decay
+from torch.utils.data import TensorDataset
 
-from ..training import checkpoint
+from ..data import DatasetError
+from ..data.coop import ImageListDataset, load_dataset, open_image
+from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS
+from ..models import clip as _clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
+from ..models.zeroshot import ZeroShotHead, zeroshot_classifier
+from ..training import checkpoint, loop, optim
+from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
-from ..utils.device import pick_device, seed_everything
-from ..utils.progress import bar, get_logger
+from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.progress import bar
 
 CHECKPOINT = "mini_clip.pt"
 
-PROFILE_DEFAULTS = {
-    "smoke": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.1, "warmup_steps": 3},
-    # mini: 5 x 93 steps of batch 128, about 64 s per epoch on 2 CPU cores (measured with 2 pinned
-    # cores), so world (~40-60 s) + CLIP stay within the 8 min budget. Longer helps (7 epochs: ImageNet
-    # 48 -> 55 %, DTD 46 -> 63 %; 12 epochs: ImageNet 65 %) but does not fit.
-    "mini": {"epochs": 5, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 100},
-}
+# open_clip's training script excludes from weight decay: p.ndim < 2 or "bn" / "ln" / "bias" /
+# "logit_scale" in the name (open_clip/src/open_clip_train/main.py); [A] embeddings and tokens too
+# (positional / class embeddings, the token table). The 1-D rule is timm's own (weight_decay_exclude_1d).
+NO_WEIGHT_DECAY = ("*bn*", "*ln*", "*bias*", "*logit_scale*", "*embedding*", "*token*")
 
 
-def default_clip_train_cfg(profile: str) -> dict:
-    """The cfg the lead's ensure_mini_clip(profile) runs (its hash keys the cached run)."""
-    from ..data.mini_world import config_hash, world_config
-
-    if profile not in PROFILE_DEFAULTS:
-        raise ValueError(f"the mini CLIP is trained for profiles {tuple(PROFILE_DEFAULTS)}, not {profile!r}")
-    return {"profile": profile, "model_name": f"vlpt-{profile}-clip", "world_root": None,
-            "world_hash": config_hash(world_config(profile)), "seed": 0, "num_workers": 0,
-            **PROFILE_DEFAULTS[profile]}
+class Config(BaseModel):
+    """Every default of the job. The recipe defaults are the mini profile's (workbook.profiles.MINI_CLIP)."""
+    model_config = ConfigDict(extra="forbid")
+    world_root: str                    # the generated world (captions/train.csv and the CoOp-format datasets)
+    model_name: str = "vlpt-mini-clip"  # an open_clip config registered by vlpt_lib.models.clip
+    world_hash: str | None = None      # a label (the world's config hash): a regenerated world retrains
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128              # global batch, split over DDP ranks (open_clip's contrastive batch)
+    lr: float = 1e-3
+    weight_decay: float = 0.1          # open_clip's default --wd 0.2 halved [A]: small model, few pairs
+    warmup_steps: int = 100            # linear warm-up from 0, then cosine to 0 (open_clip's cosine_lr)
+    betas: tuple[float, float] = (0.9, 0.98)  # open_clip's ViT defaults (beta2 0.98, eps 1e-6)
+    eps: float = 1e-6
+    max_logit_scale: float = 100.0     # clamp exp(logit_scale) to [1, 100] after every step (open_clip)
+    max_shift: int | None = None       # random translation in pixels; None: image_size // 16 [A]
+    precision: str = "fp32"            # [A] training ran in fp32 (the model is tiny; CPU runs fp32 anyway)
+    eval_precision: str = "auto"       # zero-shot evaluation: CPU fp32, CUDA bf16
+    eval_batch_size: int = 256
+    eval_each_epoch: list[str] | None = None  # dataset names: a zero-shot learning curve (costs seconds)
+    device: str = "auto"
+    threads: int | None = 2            # CPU threads (None: torch's default)
+    num_workers: int = 0
 
 
 # ----------------------------------------------------------------------------- data
 def read_captions(csv_path: Path) -> list[tuple[Path, str]]:
     """open_clip's CSV format: tab-separated, header 'filepath<TAB>title'; relative paths are
     resolved against the CSV's folder."""
-    from ..data import DatasetError
-
     if not csv_path.is_file():
         raise DatasetError(f"caption file not found: {csv_path}", csv_path,
                            "captions/\n  train.csv   filepath<TAB>title (header row)\n  images/...")
@@ -65,10 +87,6 @@ def read_captions(csv_path: Path) -> list[tuple[Path, str]]:
 
 def load_pairs(csv_path: Path, image_size: int, tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """All caption images as one uint8 tensor (N, 3, S, S) and their tokens (N, context)."""
-    from PIL import Image
-
-    from ..data.coop import open_image
-
     pairs = read_captions(csv_path)
     images = np.empty((len(pairs), image_size, image_size, 3), np.uint8)
     for i, (path, _) in enumerate(bar(pairs, desc="loading captions", leave=False)):
@@ -80,55 +98,43 @@ def load_pairs(csv_path: Path, image_size: int, tokenizer) -> tuple[torch.Tensor
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), tokenizer(titles), titles
 
 
-def _normalizer(model):
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
+def normalizer(model):
+    """uint8 images -> CLIP-normalised floats (the model's own mean/std)."""
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
     std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD)).view(1, 3, 1, 1)
     return lambda x: (x.float() / 255.0 - mean.to(x.device)) / std.to(x.device)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
-    """A small random translation (reflect padding): keeps shapes, colours and rough positions."""
+def augment(x: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """A small random translation of the whole batch (reflect padding): keeps shapes, colours and rough
+    positions. Draws from the global RNG, which the loop seeds per (seed, epoch, rank)."""
     if max_shift <= 0:
-        return x
-    n, _, s, _ = x.shape
+        return x.float()
+    s = x.shape[-1]
     padded = F.pad(x.float(), (max_shift,) * 4, mode="reflect")
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=gen).tolist()
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,)).tolist()
     return padded[:, :, dy:dy + s, dx:dx + s]
 
 
-def _param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \
-            or "embedding" in name or "token" in name
-        (no_decay if exclude else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on 1-D tensors and on NO_WEIGHT_DECAY names."""
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
 
 
 # ----------------------------------------------------------------------------- evaluation
-def zero_shot_rows(model, tokenizer, preprocess, world_root: Path, device, seed: int, profile: str,
-                   batch_size: int = 256, num_workers: int = 0, datasets=None) -> list[dict]:
+def zero_shot_rows(model, tokenizer, preprocess, world_root: Path, device, seed: int, batch_size: int = 256,
+                   num_workers: int = 0, precision: str = "auto", datasets=None) -> list[dict]:
     """Zero-shot accuracy on the test split of every mini dataset and ImageNet variant, plus chance rows."""
-    from torch.utils.data import DataLoader
-
-    from ..data.coop import ImageListDataset, load_dataset
-    from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS
-    from ..training.evaluate import evaluate
-    from ..models.zeroshot import zeroshot_classifier
-
     rows = []
     for name in datasets or (MINI_DATASETS + MINI_VARIANTS):
         ds = load_dataset(name, world_root)
-        loader = DataLoader(ImageListDataset(ds.test, preprocess), batch_size=batch_size, num_workers=num_workers)
-        clf = zeroshot_classifier(model, tokenizer, ds.classnames, ds.template, device)
-        res = evaluate(model, clf, loader, device)
+        head = ZeroShotHead(model, zeroshot_classifier(model, tokenizer, ds.classnames, ds.template, device)).eval()
+        res = evaluate_classifier(head, ImageListDataset(ds.test, preprocess), device=device, batch_size=batch_size,
+                                  precision=precision, num_workers=num_workers, num_classes=ds.num_classes,
+                                  desc=f"zero-shot {name}")
         common = {"table": "mini_clip_zeroshot", "dataset": name, "split": "test", "seed": seed, "metric": "acc"}
-        rows.append({**common, "method": "CLIP (mini)", "value": round(res["acc"], 2), "n_classes": ds.num_classes,
+        rows.append({**common, "method": "CLIP (mini)", "value": round(res["top1"], 2), "n_classes": ds.num_classes,
                      "n_images": res["n"]})
         rows.append({**common, "method": "chance", "value": round(100.0 / ds.num_classes, 2),
                      "n_classes": ds.num_classes, "n_images": res["n"]})
@@ -136,112 +142,67 @@ def zero_shot_rows(model, tokenizer, preprocess, world_root: Path, device, seed:
 
 
 # ----------------------------------------------------------------------------- the job
-def run(cfg: dict, run_dir: Path) -> dict:
-    import open_clip
-    from open_clip.loss import ClipLoss
-
-    from ..models import clip as _clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
-
+def run(cfg: dict, run_dir) -> dict:
+    cfg = Config.model_validate(cfg)
     run_dir = Path(run_dir)
-    log = get_logger()
-    profile = cfg.get("profile", "mini")
-    device = pick_device(cfg.get("device", "auto"))
+    device = pick_device(cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(int(cfg.get("threads", 2)))
-    seed = int(cfg.get("seed", 0))
-    seed_everything(seed)
-    world_root = cfg.get("world_root")
-    if world_root is None:
-        from ..data.mini_world import ensure_world
-        world_root = ensure_world(profile)
-    world_root = Path(world_root)
+        limit_cpu_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    world_root = Path(cfg.world_root)
 
-    model_name = cfg["model_name"]
-    model, _, preprocess_val = open_clip.create_model_and_transforms(model_name, device=device, output_dict=True)
-    tokenizer = open_clip.get_tokenizer(model_name)
+    model, _, preprocess_val = open_clip.create_model_and_transforms(cfg.model_name, device=device, output_dict=True)
+    tokenizer = open_clip.get_tokenizer(cfg.model_name)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
     images, tokens, _ = load_pairs(world_root / "captions" / "train.csv", image_size, tokenizer)
-    normalize = _normalizer(model)
+    pairs = TensorDataset(images, tokens)
+    normalize = normalizer(model)
+    max_shift = cfg.max_shift if cfg.max_shift is not None else max(1, image_size // 16)
+    loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=distributed.rank(),
+                       world_size=distributed.world_size())
 
-    ws, rank = distributed.world_size(), distributed.rank()
-    bs = int(cfg["batch_size"])
-    n = images.shape[0]
-    steps_per_epoch = max(1, n // bs)
-    epochs = int(cfg["epochs"])
-    total = epochs * steps_per_epoch
-    warmup = int(cfg.get("warmup_steps", 0))
-    base_lr = float(cfg["lr"])
+    def step_fn(m, batch):
+        x, text = batch
+        out = m(normalize(augment(x, max_shift)), text)
+        return loss_fn(out["image_features"].float(), out["text_features"].float(), out["logit_scale"].float())
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return base_lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, t)))
+    def clamp_logit_scale():
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(cfg.max_logit_scale))
 
-    opt = torch.optim.AdamW(_param_groups(model, float(cfg.get("weight_decay", 0.1))), lr=base_lr,
-                            betas=(0.9, 0.98), eps=1e-6)
-    start_epoch, history, train_s = 0, [], 0.0
-    state = checkpoint.load(run_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, history, train_s = state["epoch"] + 1, state["history"], state.get("train_s", 0.0)
-        log.info("clip_train: resuming after epoch %d", state["epoch"])
-    train_model = distributed.wrap_ddp(model, device) if ws > 1 else model
-    loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, rank=rank, world_size=ws)
-    max_shift = max(1, image_size // 16)
+    def curve(m) -> dict:  # a zero-shot learning curve, only when asked for
+        rows = zero_shot_rows(m, tokenizer, preprocess_val, world_root, device, cfg.seed, cfg.eval_batch_size,
+                              cfg.num_workers, cfg.eval_precision, datasets=cfg.eval_each_epoch)
+        return {"zeroshot": {r["dataset"]: r["value"] for r in rows if r["method"] != "chance"}}
 
-    for epoch in range(start_epoch, epochs):
-        t0 = time.time()
-        train_model.train()
-        gen = torch.Generator().manual_seed(seed * 10_000 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        losses = []
-        pbar = bar(range(steps_per_epoch), desc=f"CLIP epoch {epoch + 1}/{epochs}", leave=False)
-        for i in pbar:
-            step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            idx = perm[i * bs:(i + 1) * bs]
-            idx = idx[rank::ws] if ws > 1 else idx
-            x = normalize(_augment(images[idx], gen, max_shift)).to(device, non_blocking=True)
-            out = train_model(x, tokens[idx].to(device))
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(loss.item())
-            pbar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        train_s += time.time() - t0
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr_at(step), "s": round(time.time() - t0, 1)})
-        if cfg.get("eval_each_epoch") and distributed.is_main():  # a learning curve (optional; costs seconds)
-            model.eval()
-            curve = zero_shot_rows(model, tokenizer, preprocess_val, world_root, device, seed, profile,
-                                   datasets=cfg["eval_each_epoch"])
-            history[-1]["zeroshot"] = {r["dataset"]: r["value"] for r in curve if r["method"] != "chance"}
-        log.info("clip_train epoch %d/%d loss %.4f (%.1fs)", epoch + 1, epochs, history[-1]["loss"], history[-1]["s"])
-        checkpoint.save(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                  "history": history, "train_s": train_s})
-        if cfg.get("max_train_s") and train_s > float(cfg["max_train_s"]):
-            log.warning("clip_train: stopping early after %.0fs (max_train_s)", train_s)
-            break
+    # drop_last: every step sees a full contrastive batch (n // batch_size steps per epoch)
+    loader = loop.make_loader(pairs, batch_size=cfg.batch_size, seed=cfg.seed, drop_last=True,
+                              num_workers=cfg.num_workers, device=device)
+    opt = optim.create_optimizer(param_groups(model, cfg.weight_decay), opt="adamw", lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps, device=device)
+    sched = optim.create_scheduler(opt, "cosine", steps_per_epoch=len(loader), epochs=cfg.epochs,
+                                   warmup_steps=cfg.warmup_steps, warmup_lr=0.0, min_lr=0.0, warmup_prefix=True)
+    history = loop.train(model, pairs, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, seed=cfg.seed, drop_last=True, precision=cfg.precision,
+                         num_workers=cfg.num_workers, after_step=clamp_logit_scale,
+                         evaluate=curve if cfg.eval_each_epoch else None, desc="clip_train", loader=loader)
+    train_s = history[-1]["elapsed_s"] if history else 0.0
 
+    ckpt_path = checkpoint.save(run_dir, model.state_dict(), CHECKPOINT)  # rank 0 writes it
+    model.eval()
+    eval_start = time.time()
+    rows = zero_shot_rows(model, tokenizer, preprocess_val, world_root, device, cfg.seed, cfg.eval_batch_size,
+                          cfg.num_workers, cfg.eval_precision)
+    eval_s = time.time() - eval_start
     if not distributed.is_main():
         return {}
-    ckpt_path = checkpoint.save(run_dir, model.state_dict(), CHECKPOINT)
-    t0 = time.time()
-    model.eval()
-    rows = zero_shot_rows(model, tokenizer, preprocess_val, world_root, device, seed, profile,
-                          int(cfg.get("eval_batch_size", 256)), int(cfg.get("num_workers", 0)))
-    return {"checkpoint": str(ckpt_path), "model_name": model_name, "world_root": str(world_root),
-            "n_pairs": n, "history": history, "train_s": round(train_s, 1), "eval_s": round(time.time() - t0, 1),
+    return {"checkpoint": str(ckpt_path), "model_name": cfg.model_name, "world_root": str(world_root),
+            "n_pairs": len(pairs), "history": history, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
             "rows": rows}
 
 
 if __name__ == "__main__":
-    from . import launch
+    from .launch import job_main
 
-    launch.job_main(run)
+    job_main(run)

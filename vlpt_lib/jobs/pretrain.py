@@ -2,128 +2,130 @@
 
     run(cfg, run_dir) -> {"export": <timm state dict file>, "history": [...], ...}
 
-Recipe knobs (BEiT / beit2 pre-training, see params/paper/10_mvp_pretrain.yaml for the [A] list):
-AdamW (betas 0.9/0.98, eps 1e-8) with weight decay 0.05 except biases, norms, layer scales, the
-cls/mask tokens and the relative position tables; step-wise cosine schedule with linear warm-up
-from warmup_lr; gradient clipping (3.0); the learning rate is absolute at the stated global batch:
-lr_used = lr * global_batch / lr_ref_batch (lr_ref_batch = the batch the lr was tuned at; equal to
-batch_size in the paper params, so no scaling unless the batch changes).
-Global batch = optim.batch_size, split evenly over DDP ranks. One checkpoint per epoch; a restarted
-run resumes from the last one. At the end rank 0 exports the backbone as a timm state dict.
+What is this job's own: the student and its target (frozen CLIP image tower, or per-patch pixels),
+the masked-image data and the masked-patch loss. The loop, AdamW with timm's no-weight-decay rule
+(biases, norms, layer scales, the cls/mask tokens, the relative position tables), the per-iteration
+cosine schedule, DDP and resume come from `vlpt_lib.training`. The learning rate is quoted at
+`optim.lr_ref_batch` and scales linearly with the global batch (`optim.batch_size`, split evenly
+over DDP ranks). At the end rank 0 exports the backbone as a plain timm `Beit` state dict.
+
+Defaults = the paper recipe (ViT-B/16 student, CLIP ViT-B/16 teacher, ImageNet-1K, 300 epochs).
+[V] facts from the MVP paper; [A] assumptions the paper text leaves open, each with its public source.
 """
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pydantic import BaseModel, ConfigDict
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
-from ..training import checkpoint
-from ..utils import distributed
-from ..utils.device import autocast, grad_scaler, limit_cpu_threads, pick_device, seed_everything
-from ..utils.progress import bar, get_logger
+from ..data.imagefolder import ImageNetFolder, limit
+from ..data.synthetic import SyntheticImages
+from ..models.clip import load_clip
 from ..models.masking import BlockMaskGenerator
-from ..models.mvp import MVPStudent, arch_spec, build_target, masked_loss, save_exported
+from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, build_target, masked_loss, save_exported
+from ..training import loop, optim
+from ..utils import distributed
+from ..utils.device import limit_cpu_threads, pick_device, seed_everything
 
 EXPORT_NAME = "student_timm.pth"
 
 
-# ----- shared by the three MVP jobs ------------------------------------------------------------
-def setup(cfg: dict) -> torch.device:
-    limit_cpu_threads(cfg.get("threads"))
-    seed_everything(int(cfg.get("seed", 0)) + distributed.rank())
-    return pick_device(cfg.get("device", "auto"))
+class Strict(BaseModel):
+    """Every config block refuses unknown keys (a typo fails before any work starts)."""
+    model_config = ConfigDict(extra="forbid")
 
 
-def scaled_lr(optim_cfg: dict) -> float:
-    ref = optim_cfg.get("lr_ref_batch") or optim_cfg["batch_size"]
-    return float(optim_cfg["lr"]) * optim_cfg["batch_size"] / ref
+class Clip(Strict):
+    """The teacher: an open_clip model name + pretrained tag or weights file."""
+    model_name: str = "ViT-B-16"            # [V] CLIP ViT-B/16
+    pretrained: str = "openai"              # [V] OpenAI's weights (or a local file)
+    quick_gelu: bool | None = None          # True for a local OpenAI file loaded as ViT-B-16
 
 
-def per_rank_batch(global_batch: int) -> int:
-    ws = distributed.world_size()
-    if global_batch % ws:
-        raise ValueError(f"global batch {global_batch} does not split over {ws} ranks")
-    return global_batch // ws
+class Student(Strict):
+    arch: str | dict = "beit_base"          # [V] ViT-B/16 (models.mvp.STUDENT_ARCHS: beit_base | mini | smoke | dict)
+    layer_scale_init: float = 0.1           # [A] BEiT/beit2 pre-training (--layer_scale_init_value 0.1)
+    shared_rel_pos_bias: bool = True        # [A] BEiT/beit2 pre-training: shared relative position bias, no abs pos
+    drop_path: float = 0.0                  # [A] beit2 PRETRAINING.md, 300-epoch settings
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # [A] beit2 --imagenet_default_mean_and_std (teacher: CLIP's own)
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
-def make_optimizer(params, lr: float, optim_cfg: dict, device: torch.device) -> torch.optim.Optimizer:
-    kw = dict(lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))), eps=float(optim_cfg.get("eps", 1e-8)))
-    if device.type == "cuda" and optim_cfg.get("fused", True):
-        kw["fused"] = True
-    return torch.optim.AdamW(params, **kw)
+class Data(Strict):
+    kind: Literal["imagenet", "synthetic"] = "imagenet"  # synthetic: in-memory images (tests, benchmarks)
+    root: str | None = None                 # folder holding imagenet/images/{train,val} (or imagenet/ itself)
+    split: str = "train"                    # [V] ImageNet-1K train
+    max_images: int | None = None           # cap on the pre-training images (None: the whole split)
+    min_crop_scale: float = 0.2             # [A] random resized crop scale (0.2, 1), bicubic (beit2 --min_crop_scale)
+    hflip: float = 0.5                      # [A] BEiT pre-training flip
+    color_jitter: float = 0.0               # [A] beit2: no colour jitter
+    num_workers: int = 0                    # [env] DataLoader workers (the notebook passes its knob)
+    n: int = 64                             # synthetic only: number of images
 
 
-def make_scheduler(opt, optim_cfg: dict, steps_per_epoch: int, kind: str = "cosine"):
-    """timm's step-wise schedulers: cosine (pre-training, fine-tuning) or poly (segmentation)."""
-    from timm.scheduler import CosineLRScheduler, PolyLRScheduler
-
-    total = max(1, int(optim_cfg["epochs"] * steps_per_epoch)) if "epochs" in optim_cfg else int(optim_cfg["iters"])
-    warm = int(optim_cfg.get("warmup_epochs", 0) * steps_per_epoch) if "warmup_epochs" in optim_cfg \
-        else int(optim_cfg.get("warmup_iters", 0))
-    warm = min(warm, total - 1)
-    common = dict(t_initial=total, warmup_t=warm, warmup_lr_init=float(optim_cfg.get("warmup_lr", 1e-6)),
-                  lr_min=float(optim_cfg.get("min_lr", 0.0)), t_in_epochs=False, warmup_prefix=False)
-    if kind == "poly":
-        return PolyLRScheduler(opt, power=float(optim_cfg.get("power", 1.0)), **common)
-    return CosineLRScheduler(opt, **common)
+class Mask(Strict):
+    ratio: float = 0.3827                   # [A] BEiT block masking: 75 of 196 patches (75/196 = 0.3827)
+    min_block_fraction: float = 0.0816      # [A] blocks of at least 16 of 196 patches (16/196 = 0.0816)
+    min_aspect: float = 0.3                 # [A] BEiT: aspect ratio 0.3 .. 1/0.3
+    num_masking_patches: int | None = None  # an exact count instead of `ratio` (then min/max_num_patches apply)
+    min_num_patches: int = 16               # [A] BEiT (only with num_masking_patches)
+    max_num_patches: int | None = None      # [A] BEiT: None = the remaining count (only with num_masking_patches)
 
 
-def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """BEiT's rule: no decay on 1-D params (biases, norms, layer scales) and on model.no_weight_decay()."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+class Optim(Strict):
+    epochs: int = 300                       # [V] 300 epochs on ImageNet-1K
+    batch_size: int = 2048                  # [A] global batch (beit2 PRETRAINING.md: 128 per GPU x 16 GPUs)
+    lr: float = 1.5e-3                      # [A] beit2 300-epoch recipe, quoted at batch 2048
+    lr_ref_batch: int | None = 2048         # the batch `lr` is quoted at; None: no scaling
+    min_lr: float = 1e-5                    # [A] beit2: cosine to 1e-5
+    warmup_lr: float = 1e-6                 # [A] beit2: linear warm-up from 1e-6
+    warmup_epochs: float = 10               # [A] beit2: 10 warm-up epochs
+    weight_decay: float = 0.05              # [A] beit2
+    betas: tuple[float, float] = (0.9, 0.98)  # [A] beit2 --opt_betas 0.9 0.98
+    eps: float = 1e-8                       # [A] beit2 --opt_eps 1e-8
+    clip_grad: float | None = 3.0           # [A] beit2 --clip_grad 3.0
 
 
-class SyntheticImages(Dataset):
-    """Random smooth images with labels (tests and benchmarks; no files)."""
-
-    def __init__(self, n: int, size: int, num_classes: int = 4, seed: int = 0):
-        self.n, self.size, self.num_classes, self.seed = n, size, num_classes, seed
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 100003 + i)
-        low = torch.rand(1, 3, 4, 4, generator=g)
-        img = torch.nn.functional.interpolate(low, size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-        return img.clamp(0, 1), i % self.num_classes
-
-
-def imagenet_root(data_cfg: dict) -> Path:
-    """The ImageNet folder (holding images/{train,val}) from data.root: the world/data root or imagenet/ itself."""
-    root = Path(data_cfg["root"]).expanduser()
-    return root / "imagenet" if (root / "imagenet").is_dir() else root
+class Config(Strict):
+    seed: int = 0
+    device: str = "auto"                    # [env]
+    precision: str = "auto"                 # [env] auto: bf16 autocast on CUDA, fp32 on CPU
+    threads: int | None = None              # [env] CPU intra-op threads (None: torch's default)
+    compile: bool = False                   # torch.compile the student
+    target: Literal["clip", "pixel"] = "clip"  # clip = MVP; pixel = MAE's norm_pix target (unimodal baseline)
+    # [A] target = CLIP patch tokens after ln_post x visual proj (beit2 VQ-KD teacher, EVA-01);
+    # loss auto: 1 - cosine for the CLIP target (EVA-01 "negative cosine"), MSE for pixels (MAE)
+    loss: Literal["auto", "cosine", "mse"] = "auto"
+    clip: Clip = Clip()
+    student: Student = Student()
+    data: Data = Data()
+    mask: Mask = Mask()
+    optim: Optim = Optim()
 
 
-def image_folder(data_cfg: dict, split: str, transform):
-    from ..data.imagefolder import ImageNetFolder
-
-    return ImageNetFolder(imagenet_root(data_cfg), split, transform)
-
-
-def limit(dataset, n: int | None, seed: int = 0):
-    if not n or n >= len(dataset):
-        return dataset
-    idx = np.random.default_rng(seed).permutation(len(dataset))[:n]
-    return torch.utils.data.Subset(dataset, sorted(idx.tolist()))
+class Init(Strict):
+    """Where a downstream job (finetune, segment) starts: an exported student, or scratch."""
+    checkpoint: str | None = None           # the export of this job (None: random init = the Scratch row)
+    model_name: str = "beit_base_patch16_224"
+    # MVPStudent("beit_base").timm_kwargs(): the layout this job exports
+    kwargs: dict = {"img_size": 224, "init_values": 0.1, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
+                    "use_shared_rel_pos_bias": False}
 
 
-# ----- pre-training data ----------------------------------------------------------------------
+# ----- data ---------------------------------------------------------------------------------------
 class MaskedImages(Dataset):
     """(image in [0, 1], block mask) pairs; each mask seeded by (seed, epoch, index)."""
 
     def __init__(self, base: Dataset, masker: BlockMaskGenerator, seed: int = 0):
         self.base, self.masker, self.seed, self.epoch = base, masker, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the training loop
+        self.epoch = epoch
 
     def __len__(self):
         return len(self.base)
@@ -135,244 +137,102 @@ class MaskedImages(Dataset):
         return img, torch.from_numpy(mask)
 
 
-def pretrain_transform(img_size: int, data_cfg: dict):
+def pretrain_transform(img_size: int, data: Data):
     """BEiT's pre-training view: random resized crop (scale min_crop_scale..1, bicubic) + flip (+ jitter)."""
-    from torchvision.transforms import v2
-
     ops = [v2.ToImage(),
-           v2.RandomResizedCrop(img_size, scale=(float(data_cfg.get("min_crop_scale", 0.2)), 1.0),
+           v2.RandomResizedCrop(img_size, scale=(data.min_crop_scale, 1.0),
                                 interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-           v2.RandomHorizontalFlip(float(data_cfg.get("hflip", 0.5)))]
-    if data_cfg.get("color_jitter"):
-        cj = float(data_cfg["color_jitter"])
-        ops.append(v2.ColorJitter(cj, cj, cj))
+           v2.RandomHorizontalFlip(data.hflip)]
+    if data.color_jitter:
+        ops.append(v2.ColorJitter(data.color_jitter, data.color_jitter, data.color_jitter))
     ops.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(ops)
 
 
-def build_pretrain_data(cfg: dict, student: MVPStudent) -> MaskedImages:
-    data_cfg, mask_cfg = cfg.get("data", {}), cfg.get("mask", {})
-    if data_cfg.get("kind", "imagenet") == "synthetic":
-        base = SyntheticImages(int(data_cfg.get("n", 64)), student.img_size, seed=cfg.get("seed", 0))
+def build_masker(mask: Mask, grid) -> BlockMaskGenerator:
+    if mask.num_masking_patches is not None:
+        return BlockMaskGenerator(grid, mask.num_masking_patches, mask.min_num_patches, mask.max_num_patches,
+                                  mask.min_aspect)
+    return BlockMaskGenerator.from_ratio(grid, mask.ratio, mask.min_block_fraction, min_aspect=mask.min_aspect)
+
+
+def build_pretrain_data(cfg: Config, student: MVPStudent) -> MaskedImages:
+    if cfg.data.kind == "synthetic":
+        base = SyntheticImages(cfg.data.n, student.img_size, seed=cfg.seed)
     else:
-        base = image_folder(data_cfg, data_cfg.get("split", "train"), pretrain_transform(student.img_size, data_cfg))
-    base = limit(base, data_cfg.get("max_images"), cfg.get("seed", 0))
-    if "num_masking_patches" in mask_cfg:
-        masker = BlockMaskGenerator(student.grid, int(mask_cfg["num_masking_patches"]),
-                                    int(mask_cfg.get("min_num_patches", 16)), mask_cfg.get("max_num_patches"),
-                                    float(mask_cfg.get("min_aspect", 0.3)))
-    else:
-        masker = BlockMaskGenerator.from_ratio(student.grid, float(mask_cfg.get("ratio", 75 / 196)),
-                                               float(mask_cfg.get("min_block_fraction", 16 / 196)),
-                                               min_aspect=float(mask_cfg.get("min_aspect", 0.3)))
-    return MaskedImages(base, masker, seed=int(cfg.get("seed", 0)))
+        if cfg.data.root is None:
+            raise ValueError("pretrain: data.root is not set (the folder holding imagenet/)")
+        base = ImageNetFolder(cfg.data.root, cfg.data.split, pretrain_transform(student.img_size, cfg.data))
+    base = limit(base, cfg.data.max_images, cfg.seed)
+    return MaskedImages(base, build_masker(cfg.mask, student.grid), seed=cfg.seed)
 
 
-def load_teacher_model(cfg: dict):
-    from ..models.clip import load_clip
-
-    c = cfg["clip"]
-    return load_clip(c["model_name"], c["pretrained"], quick_gelu=c.get("quick_gelu")).model
+# ----- model and target ---------------------------------------------------------------------------
+def load_teacher_model(clip: Clip) -> torch.nn.Module:
+    return load_clip(clip.model_name, clip.pretrained, quick_gelu=clip.quick_gelu).model
 
 
-def build_student_and_target(cfg: dict, device: torch.device):
-    scfg = cfg.get("student", {})
-    target_kind = cfg.get("target", "clip")
-    clip_model = load_teacher_model(cfg) if target_kind == "clip" else None
-    kw = dict(layer_scale_init=float(scfg.get("layer_scale_init", 0.1)),
-              shared_rel_pos_bias=bool(scfg.get("shared_rel_pos_bias", True)),
-              drop_path=float(scfg.get("drop_path", 0.0)))
-    if "mean" in scfg:
-        kw.update(mean=scfg["mean"], std=scfg["std"])
-    patch = int(arch_spec(scfg.get("arch", "mini"))[1].get("patch_size", 16))
-    target = build_target(target_kind, None, clip_model, precision=cfg.get("precision", "auto"), patch=patch,
-                          **{k: scfg[k] for k in ("mean", "std") if k in scfg})
-    student = MVPStudent(scfg.get("arch", "mini"), target_dim=target.out_dim, **kw)
+def build_student_and_target(cfg: Config, device: torch.device):
+    s = cfg.student
+    clip_model = load_teacher_model(cfg.clip) if cfg.target == "clip" else None
+    patch = int(arch_spec(s.arch)[1].get("patch_size", 16))
+    target = build_target(cfg.target, None, clip_model, precision=cfg.precision, patch=patch, mean=s.mean, std=s.std)
+    student = MVPStudent(s.arch, target_dim=target.out_dim, layer_scale_init=s.layer_scale_init,
+                         shared_rel_pos_bias=s.shared_rel_pos_bias, drop_path=s.drop_path, mean=s.mean, std=s.std)
     return student.to(device), target.to(device)
 
 
-def loss_kind(cfg: dict) -> str:
-    kind = cfg.get("loss", "auto")
-    if kind == "auto":
-        return "cosine" if cfg.get("target", "clip") == "clip" else "mse"
-    return kind
+def loss_kind(cfg: Config) -> str:
+    if cfg.loss == "auto":
+        return "cosine" if cfg.target == "clip" else "mse"
+    return cfg.loss
 
 
-# ----- the job ----------------------------------------------------------------------------------
+# ----- the job ------------------------------------------------------------------------------------
 def run(cfg: dict, run_dir) -> dict:
+    cfg = Config.model_validate(cfg)
     run_dir = Path(run_dir)
-    device = setup(cfg)
-    log = get_logger()
-    ocfg = cfg["optim"]
+    limit_cpu_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    o = cfg.optim
     student, target = build_student_and_target(cfg, device)
     data = build_pretrain_data(cfg, student)
-    sampler = distributed.shard(data, shuffle=True, seed=int(cfg.get("seed", 0)), drop_last=True)
-    gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    workers = int(cfg.get("data", {}).get("num_workers", 0))
-    loader = DataLoader(data, batch_size=per_rank_batch(int(ocfg["batch_size"])), sampler=sampler,
-                        shuffle=sampler is None, generator=gen, drop_last=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    if len(loader) == 0:
-        raise ValueError(f"pre-training set of {len(data)} images is smaller than one batch ({ocfg['batch_size']})")
-    lr = scaled_lr(ocfg)
-    opt = make_optimizer(weight_decay_groups(student, float(ocfg.get("weight_decay", 0.05))), lr, ocfg, device)
-    sched = make_scheduler(opt, ocfg, len(loader), "cosine")
-    scaler = grad_scaler(device, cfg.get("precision", "auto"))
+    loader = loop.make_loader(data, batch_size=o.batch_size, seed=cfg.seed, drop_last=True,
+                              num_workers=cfg.data.num_workers, device=device)
+    lr = optim.scaled_lr(o.lr, o.batch_size, o.lr_ref_batch)
+    opt = optim.create_optimizer(student, opt="adamw", lr=lr, weight_decay=o.weight_decay, betas=o.betas,
+                                 eps=o.eps, device=device)
+    sched = optim.create_scheduler(opt, "cosine", steps_per_epoch=len(loader), epochs=o.epochs,
+                                   warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr,
+                                   warmup_prefix=False)
     kind = loss_kind(cfg)
+    grid = student.grid
 
-    start_epoch, history = 0, []
-    state = checkpoint.restore(run_dir, student, opt, scaler)
-    if state is not None:
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        log.info("pretrain: resumed after epoch %d", state["epoch"])
-    model = distributed.wrap_ddp(student, device)
-    if cfg.get("compile"):
-        model = torch.compile(model)
-    epochs = int(ocfg["epochs"])
-    clip_grad = ocfg.get("clip_grad")
-    t0 = time.time()
-    step = start_epoch * len(loader)
-    for epoch in range(start_epoch, epochs):
-        data.epoch = epoch
-        gen.manual_seed(int(cfg.get("seed", 0)) * 1000 + epoch)  # same order after a resume
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        total, count = torch.zeros((), device=device), 0
-        for images, mask in bar(loader, desc=f"pretrain[{cfg.get('target', 'clip')}] {epoch + 1}/{epochs}",
-                                leave=False):
-            images = images.to(device, non_blocking=True)
-            mask = mask.to(device, non_blocking=True).flatten(1)
-            sched.step_update(step)
-            tgt = target(images, student.grid)[mask]
-            with autocast(device, cfg.get("precision", "auto")):
-                pred = model(images, mask)
-            loss = masked_loss(pred, tgt, kind)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretrain: loss is {loss.item()} at step {step} (lower lr / beta2, "
-                                         "or run in fp32: precision=fp32)")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if clip_grad:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(student.parameters(), float(clip_grad))
-            scaler.step(opt)
-            scaler.update()
-            total += loss.detach()
-            count += 1
-            step += 1
-        stats = torch.stack([total, torch.tensor(float(count), device=device)])
-        distributed.all_reduce_sum(stats)
-        history.append({"epoch": epoch + 1, "step": step, "loss": float(stats[0] / stats[1]),
-                        "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 2)})
-        log.info("pretrain epoch %d: loss %.4f", epoch + 1, history[-1]["loss"])
-        checkpoint.save(run_dir, {"model": student.state_dict(), "opt": opt.state_dict(),
-                                  "scaler": scaler.state_dict(), "epoch": epoch, "history": history})
+    def step_fn(model, batch):
+        images, mask = batch
+        mask = mask.flatten(1)
+        return masked_loss(model(images, mask), target(images, grid)[mask], kind)
+
+    history = loop.train(student, data, step_fn, opt, sched, run_dir, device=device, epochs=o.epochs,
+                         batch_size=o.batch_size, seed=cfg.seed, clip_grad=o.clip_grad, precision=cfg.precision,
+                         num_workers=cfg.data.num_workers, compile=cfg.compile, loader=loader,
+                         desc=f"pretrain[{cfg.target}]")
     export = run_dir / EXPORT_NAME
     if distributed.is_main():
-        save_exported(student, export, extra={"target": cfg.get("target", "clip"), "epochs": epochs})
+        save_exported(student, export, extra={"target": cfg.target, "epochs": o.epochs})
     distributed.barrier()
+    steps = history[-1]["step"] if history else 0
     return {"export": str(export), "model_name": student.model_name, "kwargs": student.timm_kwargs(),
-            "target": cfg.get("target", "clip"), "loss_kind": kind, "history": history,
+            "target": cfg.target, "loss_kind": kind, "history": history,
             "final_loss": history[-1]["loss"] if history else None, "lr": lr,
-            "global_batch": int(ocfg["batch_size"]), "world_size": distributed.world_size(),
-            "steps": step, "images_seen": step * int(ocfg["batch_size"]),
+            "global_batch": o.batch_size, "world_size": distributed.world_size(),
+            "steps": steps, "images_seen": steps * o.batch_size,
             "train_images": len(data), "num_masking_patches": data.masker.num_masking_patches,
-            "grid": list(student.grid)}
+            "grid": list(grid)}
 
 
 if __name__ == "__main__":
     from .launch import job_main
 
     job_main(run)
-
-
-# ----- notebook glue: params (params/<profile>/10_mvp_pretrain.yaml) -> cached runs ---------------
-def load_notebook_params(name: str, profile: str) -> dict:
-    """params/<profile>/<name>.yaml as a dict (what the runner passes to the notebook)."""
-    import yaml
-
-    from .. import paths
-
-    path = paths.REPO_ROOT / "params" / profile / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
-def data_root_for(profile: str, data_root=None) -> str:
-    from .. import paths
-
-    if profile == "paper":
-        return str(paths.paper_data_root(data_root))
-    from ..data.mini_world import ensure_world
-
-    return str(ensure_world(profile))
-
-
-def cfg_from_params(p: dict, profile: str, target: str) -> dict:
-    """The pre-training job config for one target from notebook 10's parameters."""
-    cfg = {
-        "seed": int(p.get("seed", 0)), "device": p.get("device", "auto"), "precision": p.get("precision", "auto"),
-        "threads": p.get("threads", 2), "target": target, "loss": p.get("loss", "auto"),
-        "student": {"arch": p.get("student_arch", "smoke"), "layer_scale_init": p.get("layer_scale_init", 0.1),
-                    "shared_rel_pos_bias": p.get("shared_rel_pos_bias", True), "drop_path": p.get("drop_path", 0.0)},
-        "data": {"root": data_root_for(profile, p.get("data_root")), "split": "train",
-                 "max_images": p.get("max_images"), "num_workers": p.get("num_workers", 0),
-                 "min_crop_scale": p.get("min_crop_scale", 0.2), "color_jitter": p.get("color_jitter", 0.0)},
-        "mask": {"ratio": p.get("mask_ratio", 75 / 196), "min_block_fraction": p.get("min_block_fraction", 16 / 196),
-                 "min_aspect": p.get("min_aspect", 0.3)},
-        "optim": {k: p[k] for k in ("epochs", "batch_size", "lr", "lr_ref_batch", "min_lr", "warmup_lr",
-                                    "warmup_epochs", "weight_decay", "betas", "eps", "clip_grad") if k in p},
-        "compile": p.get("compile", False),
-    }
-    for k in ("mean", "std"):
-        if p.get(k):
-            cfg["student"][k] = list(p[k])
-    if target == "clip":
-        from ..models.clip import clip_spec
-
-        name, pretrained = clip_spec(profile, p.get("clip_model"), p.get("clip_pretrained"))
-        cfg["clip"] = {"model_name": name, "pretrained": str(pretrained), "quick_gelu": p.get("clip_quick_gelu")}
-    return cfg
-
-
-def index_path(profile: str) -> Path:
-    """results/<profile>/mvp/pretrained.json: target -> exported student, written by notebook 10."""
-    from .. import paths
-
-    return paths.results_dir(profile) / "mvp" / "pretrained.json"
-
-
-def ensure_pretrained(profile: str, params: dict | None = None, targets=("clip", "pixel"), force: bool = False) -> dict:
-    """Run (or fetch from the run cache) the pre-training of each target; write and return the index.
-
-    params: notebook 10's parameters; None reads params/<profile>/10_mvp_pretrain.yaml, so notebooks
-    11 and 12 find the same cached runs notebook 10 made (or make them when run on their own).
-    """
-    import json
-
-    from ..utils.io import atomic_write
-    from .launch import run_job
-
-    p = load_notebook_params("10_mvp_pretrain", profile) if params is None else dict(params)
-    index = {}
-    for target in targets:
-        cfg = cfg_from_params(p, profile, target)
-        result = run_job("pretrain", cfg, profile, launcher=p.get("launcher", "inline"), nproc=int(p.get("nproc", 1)),
-                         slurm=p.get("slurm"), force=force)
-        index[target] = {"export": result["export"], "model_name": result["model_name"], "kwargs": result["kwargs"],
-                         "run_id": result.get("run_id"), "final_loss": result.get("final_loss")}
-    old = json.loads(index_path(profile).read_text()) if index_path(profile).exists() else {}
-    atomic_write(index_path(profile), json.dumps({**old, **index}, indent=2))
-    return index
-
-
-def pretrained_exports(profile: str, index_file=None) -> dict:
-    """The exported students for notebooks 11/12: the index notebook 10 wrote, else run 10's params."""
-    import json
-
-    path = Path(index_file) if index_file else index_path(profile)
-    if path.exists():
-        index = json.loads(path.read_text())
-        if all(Path(v["export"]).exists() for v in index.values()) and {"clip", "pixel"} <= set(index):
-            return index
-    return ensure_pretrained(profile)

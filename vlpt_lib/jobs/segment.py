@@ -2,40 +2,116 @@
 
     run(cfg, run_dir) -> {"miou": ..., "history": [...], "rows": [tidy row], "examples": file, ...}
 
-BEiT's ADE20K recipe as parameters: crop 512, random rescale of (2048, 512) by 0.5-2.0, random
-crop with at most 75 % of one class, flip, photometric distortion; AdamW, layer decay 0.65, poly
-schedule (power 1) with linear warm-up; auxiliary FCN head weight 0.4; iteration-based (160k x 16).
-Test: the image rescaled to the short side of img_scale, sliding window (crop, stride), logits resized
-to the label's size, mIoU from dataset-wide intersections and unions (vlpt_lib.metrics), label 0
-ignored via reduce_zero_label (done by the ADE20K loader).
+What is this job's own: the joint image + mask transforms (crop 512, random rescale of (2048, 512)
+by 0.5-2.0, random crop with at most 75 % of one class, flip, photometric distortion), the UperNet
+model with its auxiliary FCN head (loss weight 0.4), BEiT's layer-decay parameter groups for it, and
+the test: the image rescaled to the short side of img_scale, sliding window (crop, stride), logits
+resized to the label's size, mIoU from dataset-wide intersections and unions (exact under DDP),
+label 0 ignored via reduce_zero_label (done by the ADE20K loader). The loop, AdamW, the
+per-iteration poly schedule with linear warm-up, DDP and resume come from `vlpt_lib.training`.
+
+Iteration-based like mmseg (160k x 16): the loop runs ceil(iters / steps per epoch) epochs and stops
+at `optim.iters` steps; a checkpoint per epoch, evaluation every `eval_every` epochs and at the end.
+
+Defaults = BEiT's ADE20K recipe (upernet_beit_base_12_512_slide_160k_ade20k).
 """
 from __future__ import annotations
 
+import io
 import math
 import random
-import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from pydantic import model_validator
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
-from ..training import checkpoint
-from ..utils import distributed
-from ..utils.device import autocast, grad_scaler
-from .pretrain import make_optimizer, make_scheduler, per_rank_batch, scaled_lr, setup
-from ..utils.progress import bar, get_logger
-from ..utils.metrics import IGNORE_INDEX, MeanIoU
+from ..data.ade20k import ADE20K
+from ..data.imagefolder import limit
+from ..data.synthetic import SyntheticScenes
 from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, create_backbone
 from ..models.segmentation import BeitUperNet, layer_decay_param_groups, seg_loss, slide_inference
+from ..training import loop, optim
+from ..training.evaluate import evaluate_segmentation
+from ..utils import distributed
+from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.io import atomic_write
+from ..utils.metrics import IGNORE_INDEX
+from ..utils.progress import get_logger
+from .pretrain import Init, Strict
+
+
+class Data(Strict):
+    kind: Literal["ade20k", "synthetic"] = "ade20k"  # synthetic: in-memory scenes (tests)
+    root: str | None = None                 # folder holding ADEChallengeData2016/ (or that folder itself)
+    crop: int = 512                         # [V] crop 512
+    img_scale: tuple[int, int] = (2048, 512)  # [V] mmseg img_scale (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)  # [V] random rescale 0.5-2.0
+    cat_max_ratio: float = 0.75             # [V] RandomCrop cat_max_ratio
+    photometric: bool = True                # [V] PhotoMetricDistortion
+    stride: int | None = 341                # [V] slide inference stride 341 (None: ceil(2/3 crop))
+    max_train: int | None = None            # caps (None: the whole split)
+    max_val: int | None = None
+    num_workers: int = 0                    # [env] DataLoader workers (the notebook passes its knob)
+    num_classes: int | None = None          # None: the dataset's (150 for ADE20K); synthetic: 4
+    n: int = 16                             # synthetic only: train / val sizes and image size (None: crop)
+    n_val: int = 4
+    size: int | None = None
+
+    @model_validator(mode="after")
+    def _default_stride(self):
+        if self.stride is None:
+            self.stride = math.ceil(self.crop * 2 / 3)
+        return self
+
+
+class Model(Strict):
+    decoder_channels: int = 512             # [V] UperHead channels 512
+    aux_channels: int = 256                 # [V] auxiliary FCNHead channels 256
+    aux_weight: float = 0.4                 # [V] auxiliary loss weight 0.4
+    out_indices: list[int] | None = None    # None: blocks 4, 6, 8, 12 of 12 (same relative depths when shallower)
+
+
+class Optim(Strict):
+    iters: int = 160_000                    # [V] 160k iterations
+    batch_size: int = 16                    # [V] 16 images per iteration (global)
+    lr: float = 7e-4                        # [V] BEiT v1 ADE20K config, quoted at batch 16
+    lr_ref_batch: int | None = 16           # the batch `lr` is quoted at; None: no scaling
+    min_lr: float = 0.0                     # [V] poly to 0
+    warmup_iters: int = 1500                # [V] 1500 linear warm-up iterations
+    warmup_lr: float = 7e-10                # [V] mmseg warmup_ratio 1e-6 of the lr
+    power: float = 1.0                      # [V] poly power 1
+    weight_decay: float = 0.05              # [V]
+    layer_decay: float = 0.65               # [V] layer_decay_rate 0.65
+    drop_path: float = 0.1                  # [V] drop_path_rate 0.1
+    betas: tuple[float, float] = (0.9, 0.999)  # [V] AdamW betas
+    eps: float = 1e-8
+    clip_grad: float | None = None          # [V] no clipping
+
+
+class Config(Strict):
+    seed: int = 0
+    device: str = "auto"                    # [env]
+    precision: str = "auto"                 # [env] auto: bf16 autocast on CUDA, fp32 on CPU
+    threads: int | None = None              # [env]
+    method: str = "MVP"                     # the table row this run fills
+    examples: int = 4                       # validation predictions kept for the figure
+    eval_every: int = 0                     # evaluate every n epochs; 0: only at the end
+    # [A] decoder: segmentation_models_pytorch's UPerNetDecoder in place of mmseg's UPerHead; SyncBatchNorm under DDP
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    init: Init = Init()
+    data: Data = Data()
+    model: Model = Model()
+    optim: Optim = Optim()
 
 
 # ----- joint image + mask transforms (torchvision.transforms.v2 on tv_tensors) -------------------
 def _to_tv(image, mask):
-    from torchvision import tv_tensors
-    from torchvision.transforms.v2 import functional as TF
-
     if not isinstance(image, torch.Tensor):
         image = TF.pil_to_tensor(image) if hasattr(image, "mode") else torch.as_tensor(np.asarray(image)).permute(2, 0, 1)
     if not isinstance(mask, torch.Tensor):
@@ -50,16 +126,12 @@ class SegTrain:
 
     def __init__(self, crop: int, img_scale=(2048, 512), ratio_range=(0.5, 2.0), cat_max_ratio: float = 0.75,
                  photometric: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        from torchvision.transforms import v2
-
         self.crop, self.img_scale, self.ratio = crop, tuple(img_scale), tuple(ratio_range)
         self.cat_max_ratio, self.mean, self.std = cat_max_ratio, list(mean), list(std)
         # mmseg PhotoMetricDistortion: brightness +-32, contrast/saturation 0.5-1.5, hue +-18 degrees
         self.photo = v2.ColorJitter(32 / 255, (0.5, 1.5), (0.5, 1.5), 18 / 360) if photometric else None
 
     def __call__(self, image, mask):
-        from torchvision.transforms.v2 import functional as TF
-
         img, m = _to_tv(image, mask)
         h, w = img.shape[-2:]
         r = random.uniform(*self.ratio)
@@ -95,8 +167,6 @@ class SegVal:
         self.img_scale, self.mean, self.std = tuple(img_scale), list(mean), list(std)
 
     def __call__(self, image, mask):
-        from torchvision.transforms.v2 import functional as TF
-
         img, m = _to_tv(image, mask)
         h, w = img.shape[-2:]
         scale = min(max(self.img_scale) / max(h, w), min(self.img_scale) / min(h, w))
@@ -106,185 +176,102 @@ class SegVal:
         return x.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
 
 
-class SyntheticScenes(Dataset):
-    """Random rectangles on a background, labels 0..k-1 and some 255 (tests; no files)."""
-
-    def __init__(self, n: int, size: int, num_classes: int, transform, seed: int = 0):
-        self.n, self.size, self.k, self.transform, self.seed = n, size, num_classes, transform, seed
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, i])
-        img = np.full((self.size, self.size, 3), 30, np.uint8)
-        mask = np.zeros((self.size, self.size), np.uint8)
-        for c in range(1, self.k):
-            y, x = rng.integers(0, self.size // 2, 2)
-            s = int(rng.integers(self.size // 4, self.size // 2))
-            img[y:y + s, x:x + s] = (40 * c) % 255
-            mask[y:y + s, x:x + s] = c
-        mask[:2] = IGNORE_INDEX
-        return self.transform(img, mask)
+def build_data(cfg: Config):
+    d = cfg.data
+    train_tf = SegTrain(d.crop, d.img_scale, d.ratio_range, d.cat_max_ratio, d.photometric, cfg.mean, cfg.std)
+    val_tf = SegVal(d.img_scale, cfg.mean, cfg.std)
+    if d.kind == "synthetic":
+        k, size = d.num_classes or 4, d.size or d.crop
+        return (SyntheticScenes(d.n, size, k, train_tf, cfg.seed), SyntheticScenes(d.n_val, size, k, val_tf, cfg.seed + 1),
+                k)
+    if d.root is None:
+        raise ValueError("segment: data.root is not set (the folder holding ADEChallengeData2016/)")
+    train = ADE20K(d.root, "training", train_tf, reduce_zero_label=True)
+    val = ADE20K(d.root, "validation", val_tf, reduce_zero_label=True)
+    k = d.num_classes or train.num_classes
+    return limit(train, d.max_train, cfg.seed), limit(val, d.max_val, cfg.seed), k
 
 
-def ade_num_classes(root: Path) -> int:
-    info = root / "objectInfo150.txt"
-    if info.exists():
-        return sum(1 for line in info.read_text().splitlines()[1:] if line.strip())
-    return 150
-
-
-def build_data(cfg: dict, mean, std):
-    d = cfg.get("data", {})
-    crop, img_scale = int(d.get("crop", 512)), tuple(d.get("img_scale", (2048, 512)))
-    train_tf = SegTrain(crop, img_scale, tuple(d.get("ratio_range", (0.5, 2.0))), float(d.get("cat_max_ratio", 0.75)),
-                        bool(d.get("photometric", True)), mean, std)
-    val_tf = SegVal(img_scale, mean, std)
-    seed = int(cfg.get("seed", 0))
-    if d.get("kind", "ade20k") == "synthetic":
-        k = int(d.get("num_classes", 4))
-        return (SyntheticScenes(int(d.get("n", 16)), int(d.get("size", crop)), k, train_tf, seed),
-                SyntheticScenes(int(d.get("n_val", 4)), int(d.get("size", crop)), k, val_tf, seed + 1), k)
-    from ..data.ade20k import ADE20K
-
-    root = Path(d["root"]).expanduser()
-    root = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
-    train = ADE20K(root, "training", train_tf, reduce_zero_label=True)
-    val = ADE20K(root, "validation", val_tf, reduce_zero_label=True)
-    k = int(d.get("num_classes") or getattr(train, "num_classes", 0) or ade_num_classes(root))
-    from .pretrain import limit
-
-    return limit(train, d.get("max_train"), seed), limit(val, d.get("max_val"), seed), k
-
-
-def build_model(cfg: dict, num_classes: int) -> tuple[BeitUperNet, dict]:
-    init, m = cfg["init"], cfg.get("model", {})
-    kwargs = dict(init["kwargs"])
-    kwargs["img_size"] = int(cfg.get("data", {}).get("crop", kwargs.get("img_size", 224)))
-    backbone, report = create_backbone(init["model_name"], kwargs, init.get("checkpoint"), num_classes=0,
-                                       drop_path_rate=float(cfg["optim"].get("drop_path", 0.1)))
-    if init.get("checkpoint"):
+def build_model(cfg: Config, num_classes: int) -> tuple[BeitUperNet, dict]:
+    init, m = cfg.init, cfg.model
+    kwargs = dict(init.kwargs, img_size=cfg.data.crop)
+    backbone, report = create_backbone(init.model_name, kwargs, init.checkpoint, num_classes=0,
+                                       drop_path_rate=cfg.optim.drop_path)
+    if init.checkpoint:
         extra = [k for k in report["missing"] if not k.startswith("head.")]
         if extra or report["unexpected"]:
-            raise RuntimeError(f"segmentation init from {init['checkpoint']}: unexpected load report {report}")
-    model = BeitUperNet(backbone, num_classes, decoder_channels=int(m.get("decoder_channels", 512)),
-                        aux_channels=int(m.get("aux_channels", 256)), out_indices=m.get("out_indices"))
+            raise RuntimeError(f"segmentation init from {init.checkpoint}: unexpected load report {report}")
+    model = BeitUperNet(backbone, num_classes, decoder_channels=m.decoder_channels, aux_channels=m.aux_channels,
+                        out_indices=m.out_indices)
     backbone.prune_intermediate_layers(model.out_indices, prune_norm=True, prune_head=True)
     return model, report
 
 
-@torch.no_grad()
-def evaluate(model, dataset, num_classes: int, device, cfg: dict, keep_examples: int = 0):
-    d = cfg.get("data", {})
-    crop = int(d.get("crop", 512))
-    stride = int(d.get("stride", math.ceil(crop * 2 / 3)))
+def evaluate(model: BeitUperNet, dataset, num_classes: int, cfg: Config, device: torch.device,
+             keep_examples: int = 0) -> tuple[dict, list[dict]]:
+    """Sliding-window mIoU over `dataset` (every sample once under DDP); the model is left as it was."""
+    was_training = model.training
     model.eval()
-    metric = MeanIoU(num_classes)
-    sampler = distributed.shard(dataset, shuffle=False)
-    loader = DataLoader(dataset, batch_size=1, sampler=sampler, shuffle=False,
-                        num_workers=int(d.get("num_workers", 0)))
-    examples = []
-    for x, y in loader:
-        x = x.to(device)
-        with autocast(device, cfg.get("precision", "auto")):
-            logits = slide_inference(model, x, num_classes, crop, stride)
-        logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        pred = logits.argmax(1).cpu()
-        metric.update(pred, y)
-        if len(examples) < keep_examples:
-            examples.append({"image": x[0].cpu(), "label": y[0].to(torch.int16), "pred": pred[0].to(torch.int16)})
-    state = metric.state().to(device)
-    distributed.all_reduce_sum(state)
-    metric.load_state(state)
-    return metric.compute(), examples
+    try:
+        return evaluate_segmentation(lambda x: slide_inference(model, x, num_classes, cfg.data.crop, cfg.data.stride),
+                                     dataset, num_classes, device=device, precision=cfg.precision,
+                                     num_workers=cfg.data.num_workers, keep_examples=keep_examples, desc="val")
+    finally:
+        model.train(was_training)
 
 
+# ----- the job ------------------------------------------------------------------------------------
 def run(cfg: dict, run_dir) -> dict:
+    cfg = Config.model_validate(cfg)
     run_dir = Path(run_dir)
-    device = setup(cfg)
-    log = get_logger()
-    ocfg = cfg["optim"]
-    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    train, val, k = build_data(cfg, mean, std)
+    limit_cpu_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    o = cfg.optim
+    train, val, k = build_data(cfg)
     model, report = build_model(cfg, k)
-    if distributed.is_dist():
+    if distributed.is_dist() and device.type == "cuda":  # SyncBatchNorm is CUDA-only; CPU DDP keeps per-rank BN
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    seed = int(cfg.get("seed", 0))
-    sampler = distributed.shard(train, shuffle=True, seed=seed, drop_last=True)
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train, batch_size=per_rank_batch(int(ocfg["batch_size"])), sampler=sampler,
-                        shuffle=sampler is None, generator=gen, drop_last=True,
-                        num_workers=int(cfg.get("data", {}).get("num_workers", 0)), pin_memory=device.type == "cuda")
+    loader = loop.make_loader(train, batch_size=o.batch_size, seed=cfg.seed, drop_last=True,
+                              num_workers=cfg.data.num_workers, device=device)
     if len(loader) == 0:
-        raise ValueError(f"{len(train)} training images are fewer than one batch ({ocfg['batch_size']})")
-    lr = scaled_lr(ocfg)
-    opt = make_optimizer(layer_decay_param_groups(model, float(ocfg.get("weight_decay", 0.05)),
-                                                  float(ocfg.get("layer_decay", 0.65))), lr, ocfg, device)
-    sched = make_scheduler(opt, ocfg, len(loader), "poly")
-    precision = cfg.get("precision", "auto")
-    scaler = grad_scaler(device, precision)
-    iters, aux_w = int(ocfg["iters"]), float(cfg.get("model", {}).get("aux_weight", 0.4))
-    ckpt_every = int(cfg.get("ckpt_every", max(1, len(loader))))
-    eval_every = int(cfg.get("eval_every", 0))
+        raise ValueError(f"segment: {len(train)} training images are fewer than one batch of {o.batch_size}")
+    lr = optim.scaled_lr(o.lr, o.batch_size, o.lr_ref_batch)
+    opt = optim.create_optimizer(layer_decay_param_groups(model, o.weight_decay, o.layer_decay), opt="adamw", lr=lr,
+                                 weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, device=device)
+    sched = optim.create_scheduler(opt, "poly", steps_per_epoch=len(loader), total_steps=o.iters,
+                                   warmup_steps=o.warmup_iters, warmup_lr=o.warmup_lr, min_lr=o.min_lr, power=o.power,
+                                   warmup_prefix=False)
+    epochs = math.ceil(o.iters / len(loader))
+    final: dict = {}
 
-    it, history, evals = 0, [], []
-    state = checkpoint.restore(run_dir, model, opt, scaler)
-    if state is not None:
-        it, history, evals = state["iter"], state["history"], state.get("evals", [])
-        log.info("segment: resumed at iteration %d", it)
-    ddp = distributed.wrap_ddp(model, device)
-    t0, epoch = time.time(), it // len(loader)
-    pbar = bar(total=iters, initial=it, desc=f"segment[{cfg.get('method', '')}]", leave=False)
-    running = torch.zeros(2, device=device)
-    while it < iters:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for x, y in loader:
-            if it >= iters:
-                break
-            ddp.train()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sched.step_update(it)
-            with autocast(device, precision):
-                out = ddp(x)
-            loss = seg_loss({k_: v.float() for k_, v in out.items()}, y, aux_w)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if ocfg.get("clip_grad"):
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(ocfg["clip_grad"]))
-            scaler.step(opt)
-            scaler.update()
-            running += torch.stack([loss.detach(), torch.ones((), device=device)])
-            it += 1
-            pbar.update()
-            if it % ckpt_every == 0 or it == iters:
-                distributed.all_reduce_sum(running)
-                history.append({"iter": it, "train_loss": float(running[0] / running[1]),
-                                "lr": max(g["lr"] for g in opt.param_groups), "elapsed_s": round(time.time() - t0, 2)})
-                running.zero_()
-                if eval_every and it % eval_every == 0 and it != iters:
-                    evals.append({"iter": it, "miou": evaluate(model, val, k, device, cfg)[0]["miou"]})
-                checkpoint.save(run_dir, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                          "scaler": scaler.state_dict(), "iter": it, "history": history,
-                                          "evals": evals})
-        epoch += 1
-    pbar.close()
-    scores, examples = evaluate(model, val, k, device, cfg, keep_examples=int(cfg.get("examples", 4)))
-    evals.append({"iter": it, "miou": scores["miou"]})
-    log.info("segment[%s]: mIoU %.2f", cfg.get("method", ""), scores["miou"])
+    def step_fn(m, batch):
+        x, y = batch
+        out = m(x)
+        return seg_loss({key: v.float() for key, v in out.items()}, y, cfg.model.aux_weight)
+
+    def eval_fn(m) -> dict:
+        scores, examples = evaluate(m, val, k, cfg, device, keep_examples=cfg.examples)
+        final.update(scores=scores, examples=examples)  # the last call is the final evaluation
+        return {"miou": scores["miou"], "macc": scores["macc"], "aacc": scores["aacc"]}
+
+    history = loop.train(model, train, step_fn, opt, sched, run_dir, device=device, epochs=epochs,
+                         batch_size=o.batch_size, seed=cfg.seed, max_steps=o.iters, clip_grad=o.clip_grad,
+                         precision=cfg.precision, num_workers=cfg.data.num_workers, loader=loader, evaluate=eval_fn,
+                         eval_every=cfg.eval_every or epochs + 1, desc=f"segment[{cfg.method}]")
+    if not final:  # resumed after the last epoch had finished: evaluate the restored model
+        eval_fn(model)
+    scores, examples = final["scores"], final["examples"]
+    get_logger().info("segment[%s]: mIoU %.2f", cfg.method, scores["miou"])
     ex_path = run_dir / "examples.pt"
     if distributed.is_main() and examples:
-        import io
-        from ..utils.io import atomic_write
-
         buf = io.BytesIO()
-        torch.save({"examples": examples, "mean": mean, "std": std}, buf)
+        torch.save({"examples": examples, "mean": tuple(cfg.mean), "std": tuple(cfg.std)}, buf)
         atomic_write(ex_path, buf.getvalue())
-    row = {"table": "ade20k_segmentation", "method": cfg.get("method", "MVP"), "dataset": "ADE20K", "split": "val",
-           "seed": seed, "metric": "miou", "value": scores["miou"], "run_id": run_dir.name}
+    row = {"table": "ade20k_segmentation", "method": cfg.method, "dataset": "ADE20K", "split": "val",
+           "seed": cfg.seed, "metric": "miou", "value": scores["miou"], "run_id": run_dir.name}
+    evals = [{"step": h["step"], "miou": h["miou"]} for h in history if "miou" in h]
     return {"miou": scores["miou"], "macc": scores["macc"], "aacc": scores["aacc"],
             "per_class_iou": scores["per_class_iou"], "history": history, "evals": evals, "rows": [row],
             "examples": str(ex_path) if examples else None, "num_classes": k, "load_report": report, "lr": lr,

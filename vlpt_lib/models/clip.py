@@ -1,10 +1,11 @@
 """One entry point from (model name, pretrained tag or file) to a ready CLIP, through open_clip.
 
-The paper profile asks for ("ViT-B-16", "openai"); the smoke and mini profiles ask for the small
-CLIP trained on the mini world ("vlpt-mini-clip", <its checkpoint file>). Both go through the same
-`open_clip.create_model_and_transforms` call, so the mini run exercises the real loading path.
-Models never train: the mini CLIP is trained by the job `vlpt_lib.jobs.clip_train`, which the
-workbook (`vlpt_lib.workbook.profiles`) runs when a profile needs it.
+    bundle = load_clip("ViT-B-16", "openai", device)           # OpenAI's weights (a tag or a local file)
+    bundle = load_clip("vlpt-mini-clip", "/runs/.../mini_clip.pt")  # the small CLIP of the mini world
+
+Both go through the same `open_clip.create_model_and_transforms` call, so the mini run exercises the
+real loading path. Models never train: the mini CLIP is trained by the job `vlpt_lib.jobs.clip_train`;
+which CLIP a profile uses is the workbook's business (`vlpt_lib.workbook.profiles`).
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from typing import Callable
 
 import open_clip
 import torch
+from huggingface_hub import hf_hub_download
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)  # registers vlpt-smoke-clip and vlpt-mini-clip
-
-PAPER_CLIP = ("ViT-B-16", "openai")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -41,8 +41,6 @@ def _is_path(pretrained: str) -> bool:
 
 def cached_weights(model_name: str, tag: str) -> Path | None:
     """The local file of an open_clip tag when it is already in the Hugging Face cache (no network)."""
-    from huggingface_hub import hf_hub_download
-
     cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
     repo = cfg.get("hf_hub", "").strip("/")
     for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):

@@ -16,14 +16,18 @@
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import timm
 from timm.layers import trunc_normal_
+
+from ..utils.device import autocast
+from ..utils.io import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,9 +153,6 @@ def export_timm_state_dict(student: MVPStudent, norm_to_fc_norm: bool = True) ->
 
 def save_exported(student: MVPStudent, path: str | Path, extra: dict | None = None) -> Path:
     """Write <path> (plain timm state dict) and <path>.json (model name + kwargs to rebuild it)."""
-    from ..utils.io import atomic_write
-    import io
-
     path = Path(path)
     buf = io.BytesIO()
     torch.save(export_timm_state_dict(student), buf)
@@ -205,8 +206,6 @@ class ClipTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        from ..engine.device import autocast
-
         x = images
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .text_encoder import TextEncoder
+from .zeroshot import zeroshot_classifier
 
 METHODS = ("CLIP", "CoOp", "CoCoOp")
 
@@ -157,9 +158,7 @@ class PromptCLIP(nn.Module):
         with torch.no_grad():
             emb = self.clip.token_embedding(tokens.to(self._device())).float()
         pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
-        if self.method == "CLIP":  # the data developer's zero-shot helper: (D, K) normalised weights
-            from .zeroshot import zeroshot_classifier
-
+        if self.method == "CLIP":  # the shared zero-shot helper: (D, K) normalised weights
             self._zs_weights = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
                                                    device=self._device(), batch_size=self.text_chunk).t()
 

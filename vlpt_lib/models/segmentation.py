@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+from timm.optim import param_groups_layer_decay
 
 PAPER_BLOCKS = (4, 6, 8, 12)  # 1-based, of 12
 
@@ -111,9 +112,10 @@ def slide_inference(model: nn.Module, image: torch.Tensor, num_classes: int, cro
 
 
 def layer_decay_param_groups(model: BeitUperNet, weight_decay: float, layer_decay: float) -> list[dict]:
-    """BEiT's layer-wise lr decay on the backbone (timm's groups) + the decoder/heads at full lr."""
-    from timm.optim import param_groups_layer_decay
+    """BEiT's layer-wise lr decay on the backbone (timm's groups) + the decoder/heads at full lr.
 
+    Explicit groups for `training.optim.create_optimizer`: timm's layer decay works from one model's
+    `group_matcher`, and here only the backbone has one."""
     groups = param_groups_layer_decay(model.backbone, weight_decay=weight_decay,
                                       no_weight_decay_list=model.backbone.no_weight_decay(), layer_decay=layer_decay)
     backbone_ids = {id(p) for p in model.backbone.parameters()}

@@ -1,2 +1,281 @@
-"""Placeholder: being written."""
-PARAM_CHECKS: dict = {}
+"""Glue of the CoCoOp notebooks (20-22): notebook parameters -> `prompt` job cfgs, the runs of Tables
+1-3, their table builders and one figure per table (used by the notebooks and the report).
+
+    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu)
+    params = job_params(world, recipe, test_batch_size=100, threads=1, ...)
+    rows = base2new_runs(params, methods, datasets, seeds, paths.runs_dir(profile))
+    table = base2new_rows(rows)
+
+`recipe` (a notebook parameter) is a diff on `vlpt_lib.jobs.prompt.Config` per method:
+{"common": {...}, "CoOp": {...}, "CoCoOp": {...}}; a method block may hold `epochs_by_dataset`
+({dataset: epochs}). `{}` = the papers' recipes (the job's defaults).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from ..jobs.launch import run_dir_for, run_job
+from ..jobs.prompt import Config
+
+METHODS = ("CLIP", "CoOp", "CoCoOp")
+RECIPE_BLOCKS = ("common",) + METHODS
+# Notebook knobs passed to every run (how it runs, not what it learns).
+RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
+COLORS = {"CLIP": "tab:gray", "CoOp": "tab:blue", "CoCoOp": "tab:orange"}
+
+
+# ----------------------------------------------------------------------------- notebook params -> job cfgs
+def job_params(world, recipe: dict, **run) -> dict:
+    """What job_cfg needs from a notebook: the resolved data root + CLIP (profiles.resolve), the recipe
+    diff and the run knobs (RUN_KEYS; None = the job's default)."""
+    unknown = set(run) - set(RUN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown run settings {sorted(unknown)}; expected some of {RUN_KEYS}")
+    return {"data_root": str(world.data_root), "clip": dict(world.clip), "recipe": recipe or {}, **run}
+
+
+def method_recipe(recipe: dict, method: str, dataset: str | None = None) -> dict:
+    """The Config diff of one method: recipe["common"] with recipe[method] on top (+ its epochs_by_dataset)."""
+    recipe = recipe or {}
+    out = {**(recipe.get("common") or {}), **(recipe.get(method) or {})}
+    by_dataset = out.pop("epochs_by_dataset", None) or {}
+    if dataset in by_dataset:
+        out["epochs"] = by_dataset[dataset]
+    return out
+
+
+def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str = "base",
+            eval: list | None = None, load_from: str | None = None) -> dict:
+    """The cfg (a diff on jobs.prompt.Config) of one run. Zero-shot CLIP gets no recipe (its runs do not
+    depend on it) except test_batch_size."""
+    recipe = method_recipe(params.get("recipe"), method, dataset)
+    cfg = {"method": method, "dataset": dataset, "subsample": subsample, "seed": int(seed)}
+    if params.get("data_root") is not None:
+        cfg["data_root"] = str(params["data_root"])
+    if params.get("clip"):
+        cfg["clip"] = dict(params["clip"])
+    if method != "CLIP":
+        cfg.update(recipe)
+    elif "test_batch_size" in recipe:
+        cfg["test_batch_size"] = recipe["test_batch_size"]
+    cfg.update({k: params[k] for k in RUN_KEYS if params.get(k) is not None})
+    if eval is not None:
+        cfg["eval"] = eval
+    if load_from is not None:
+        cfg["load_from"] = str(load_from)
+    return cfg
+
+
+def check_recipe(recipe) -> None:
+    """PARAM_CHECKS["recipe"]: raise ValueError naming the bad block/key when the diff does not validate."""
+    if not isinstance(recipe, dict):
+        raise ValueError(f"recipe must be a mapping of {RECIPE_BLOCKS} to diffs on vlpt_lib.jobs.prompt.Config, "
+                         f"got {recipe!r}")
+    for block, diff in recipe.items():
+        if block not in RECIPE_BLOCKS:
+            raise ValueError(f"unknown recipe block {block!r}; expected some of {RECIPE_BLOCKS}")
+        if not isinstance(diff, dict):
+            raise ValueError(f"recipe[{block!r}] must be a mapping, got {diff!r}")
+        by_dataset = diff.get("epochs_by_dataset") or {}
+        if not isinstance(by_dataset, dict) or not all(isinstance(v, int) for v in by_dataset.values()):
+            raise ValueError(f"recipe[{block!r}]['epochs_by_dataset'] must map dataset names to epochs, "
+                             f"got {by_dataset!r}")
+    for method in ("CoOp", "CoCoOp"):
+        diff = method_recipe(recipe, method)
+        try:
+            Config.model_validate({"data_root": ".", **diff, "method": method})
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = str(e["loc"][0]) if e["loc"] else "?"
+            block = method if key in (recipe.get(method) or {}) else "common"
+            what = "is not a key of" if e["type"] == "extra_forbidden" else f"is invalid ({e['msg']}) for"
+            raise ValueError(f"recipe[{block!r}][{key!r}] {what} vlpt_lib.jobs.prompt.Config") from None
+
+
+PARAM_CHECKS: dict[str, Callable] = {"recipe": check_recipe}
+
+
+# ----------------------------------------------------------------------------- the runs of Tables 1-3
+def base2new_runs(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
+                  **launch) -> list[dict]:
+    """Table 1: one job per (method, dataset, seed) trained on the base half, tested on base and new.
+    Zero-shot CLIP needs one seed. Finished runs come from the run cache."""
+    rows = []
+    for dataset in datasets:
+        for method in methods:
+            for seed in (seeds[:1] if method == "CLIP" else seeds):
+                rows += run_job("prompt", job_cfg(params, method, dataset, seed, "base"), runs_dir, **launch)["rows"]
+    return rows
+
+
+def transfer_rows(params: dict, method: str, source: str, seed: int, targets: Sequence[str], runs_dir,
+                  **launch) -> list[dict]:
+    """Rows of `method` trained on all classes of `source` (or zero-shot CLIP) tested on source + targets.
+
+    Tables 2 and 3 share the source-trained runs through the run cache. The training run already
+    tests on the source, so the evaluation-only run covers the targets alone (one row per seed each).
+    """
+    evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
+    if method == "CLIP":
+        evals = [{"dataset": source, "subsample": "all", "split": "test"}] + evals
+        rows = run_job("prompt", job_cfg(params, "CLIP", source, seed, "all", eval=evals), runs_dir, **launch)["rows"]
+    else:
+        train_cfg = job_cfg(params, method, source, seed, "all")
+        trained = run_job("prompt", train_cfg, runs_dir, **launch)
+        eval_cfg = job_cfg(params, method, source, seed, "all", eval=evals,
+                           load_from=run_dir_for("prompt", train_cfg, runs_dir))
+        rows = trained["rows"] + run_job("prompt", eval_cfg, runs_dir, **launch)["rows"]
+    keep = {source, *targets}
+    return [r for r in rows if r["dataset"] in keep]
+
+
+def transfer_runs(params: dict, methods: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
+                  runs_dir, **launch) -> list[dict]:
+    """Tables 2 and 3: every method (CLIP: one seed) trained on `source`, tested on source + targets."""
+    rows = []
+    for method in methods:
+        for seed in (seeds[:1] if method == "CLIP" else seeds):
+            rows += transfer_rows(params, method, source, seed, list(targets), runs_dir, **launch)
+    return rows
+
+
+# ----------------------------------------------------------------------------- table builders
+def harmonic_mean(base: float, new: float) -> float:
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def base2new_rows(rows: list[dict]) -> list[dict]:
+    """Per-seed acc rows + the derived rows of Table 1.
+
+    Per dataset: H of the seed-averaged base and new accuracies (seed left empty). "Average":
+    per seed the mean over datasets of base / new, and H of the averaged B and averaged N (the
+    paper's rule, not the mean of per-dataset H)."""
+    df = pd.DataFrame(rows)
+    out = [dict(r) for r in rows]
+    if df.empty:
+        return out
+    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
+        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
+                    "value": g["value"].mean(), "run_id": None})
+    means = df.groupby(["method", "dataset", "split"])["value"].mean()
+    for method in df["method"].unique():
+        per = means[method].unstack("split")
+        for dataset, r in per.iterrows():
+            if {"base", "new"} <= set(r.index) and r.notna().all():
+                out.append({"method": method, "dataset": dataset, "split": "base2new", "seed": None, "metric": "H",
+                            "value": harmonic_mean(r["base"], r["new"]), "run_id": None})
+        if {"base", "new"} <= set(per.columns):
+            b, n = per["base"].mean(), per["new"].mean()
+            out.append({"method": method, "dataset": "Average", "split": "base2new", "seed": None, "metric": "H",
+                        "value": harmonic_mean(b, n), "run_id": None})
+    return out
+
+
+def average_rows(rows: list[dict], exclude: tuple = ("ImageNet",)) -> list[dict]:
+    """Add per-seed "Average" acc rows over the datasets not in `exclude` (Table 2: the 10 targets)."""
+    df = pd.DataFrame(rows)
+    out = [dict(r) for r in rows]
+    if df.empty:
+        return out
+    df = df[~df["dataset"].isin(exclude)]
+    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
+        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
+                    "value": g["value"].mean(), "run_id": None})
+    return out
+
+
+def summary_frame(rows: list[dict], reference=None) -> pd.DataFrame:
+    """Long view: mean over seeds per (method, dataset, split, metric), the paper's value beside it."""
+    df = pd.DataFrame(rows)
+    ours = df.groupby(["method", "dataset", "split", "metric"], sort=False)["value"].agg(["mean", "count"])
+    ours = ours.rename(columns={"mean": "ours", "count": "seeds"}).reset_index()
+    if reference is not None and len(reference):
+        ref = reference[["method", "dataset", "split", "metric", "value"]].rename(columns={"value": "paper"})
+        ours = ours.merge(ref, on=["method", "dataset", "split", "metric"], how="left")
+    return ours
+
+
+def seed_spread(rows: list[dict]) -> pd.DataFrame:
+    """Mean, std and count over seeds of every (method, dataset, split) accuracy (std NaN with one seed)."""
+    return pd.DataFrame(rows).groupby(["method", "dataset", "split"])["value"].agg(["mean", "std", "count"]).round(2)
+
+
+def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
+    """Table 1 as the paper prints it: rows (dataset, method), columns base / new / H, ours and paper."""
+    s = summary.assign(col=summary["split"].map({"base": "base", "new": "new", "base2new": "H"}))
+    order = list(datasets) + ["Average"]
+    wide = s.pivot_table(index=["dataset", "method"], columns="col", values=_value_columns(s))
+    return wide.reindex(pd.MultiIndex.from_product([order, list(methods)]), fill_value=np.nan).round(2)
+
+
+def transfer_wide(summary: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Tables 2 and 3: rows dataset (in `order`), columns method, ours and paper."""
+    return summary.pivot_table(index="dataset", columns="method", values=_value_columns(summary)).reindex(
+        list(order)).round(2)
+
+
+def _value_columns(summary: pd.DataFrame) -> list[str]:
+    return [c for c in ("ours", "paper") if c in summary]
+
+
+# ----------------------------------------------------------------------------- figures (one per table)
+def _bars(ax, part: pd.DataFrame, order: Sequence[str], methods: Sequence[str], column: str = "ours",
+          paper_marks: bool = True, label: str = "{m} ours") -> None:
+    """Grouped bars of `column` per dataset (x) and method; the paper's values as black ticks."""
+    x = np.arange(len(order))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        sel = part[part["method"] == m].set_index("dataset").reindex(list(order))
+        off = (i - (len(methods) - 1) / 2) * width
+        if column in sel:
+            ax.bar(x + off, sel[column], width, color=COLORS.get(m), label=label.format(m=m))
+        if paper_marks and "paper" in sel:
+            ax.scatter(x + off, sel["paper"], marker="_", s=120, color="k", zorder=3,
+                       label="paper" if i == 0 else None)
+
+
+def base2new_figure(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str], profile: str):
+    """Table 1: base accuracy, new accuracy and H per dataset, ours (bars) against the paper (ticks)."""
+    order = list(datasets) + ["Average"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=False)
+    for ax, (split, label) in zip(axes, [("base", "base acc"), ("new", "new acc"), ("base2new", "H")]):
+        _bars(ax, summary[summary["split"] == split], order, methods)
+        ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{label} (%) — {profile}")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def cross_dataset_figure(summary: pd.DataFrame, source: str, targets: Sequence[str], methods: Sequence[str],
+                         profile: str):
+    """Table 2: accuracy on the source and every target (+ the targets' Average), ours against the paper."""
+    order = [source] + list(targets) + ["Average"]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    _bars(ax, summary, order, methods)
+    ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Cross-dataset transfer from {source} — {profile}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def domain_generalization_figure(summary: pd.DataFrame, source: str, variants: Sequence[str],
+                                 methods: Sequence[str], profile: str):
+    """Table 3: accuracy on the source and its shifted variants, ours (left) beside the paper (right)."""
+    order = [source] + list(variants)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, col in zip(axes, ["ours", "paper"]):
+        _bars(ax, summary, order, methods, column=col, paper_marks=False, label="{m}")
+        ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{col} ({profile if col == 'ours' else 'CoCoOp paper, ViT-B/16'})")
+        ax.set_ylabel("accuracy (%)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,2 +1,335 @@
-"""Placeholder: being written."""
-PARAM_CHECKS: dict = {}
+"""Glue of the MVP notebooks (10 pre-training, 11 ImageNet fine-tuning, 12 ADE20K segmentation).
+
+Notebook parameters -> job configs (the job dict of a notebook is a diff on the job's `Config`; the
+profile gives the data root and the CLIP teacher through `profiles.resolve`), the pre-trained
+students notebooks 11 and 12 start from, the table builders, and one figure function per table
+(used by the notebooks and the report):
+
+    cfgs = mvp.pretrain_cfgs("mini", {"optim": {"epochs": 20}}, ["clip", "pixel"])
+    runs = mvp.ensure_pretrained("mini", cfgs)          # cached pretrain runs + results/mini/mvp/pretrained.json
+    exports = mvp.pretrained_exports("mini")            # what notebooks 11/12 fine-tune
+    cfg = mvp.finetune_cfg("mini", {}, "MVP", 0, exports)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.colors import ListedColormap
+from pydantic import BaseModel, ValidationError
+from torchvision.transforms import v2
+
+from ..data.imagefolder import ImageNetFolder
+from ..jobs import finetune, pretrain, segment
+from ..jobs.launch import load_result, resolve_config, run_job
+from ..models.mvp import ClipTeacher, MVPStudent, patch_similarity
+from ..utils.io import atomic_write
+from . import params, paths, profiles, tables
+
+PRETRAIN_NOTEBOOK = "10_mvp_pretrain"
+TARGETS = ("clip", "pixel")
+# The three rows of tables 11 and 12: which pre-training target each starts from (None: scratch).
+METHOD_TARGET = {"MVP": "clip", "Pixel target": "pixel", "Scratch": None}
+# What the papers report for the headline sentence of each table.
+PAPER_HEADLINE = {
+    "imagenet_finetune": ("top1", " %", " points", "paper, ViT-B/16: MVP 84.4 vs BEiT 82.9, +1.5"),
+    "ade20k_segmentation": ("miou", " mIoU", "", "paper, ViT-B/16 UperNet: MVP 52.4 vs BEiT 45.6, +6.8"),
+}
+
+
+# ----- parameters ---------------------------------------------------------------------------------
+def _checker(name: str, config: type[BaseModel]) -> Callable[[object], None]:
+    def check(diff) -> None:
+        """Raise ValueError naming every key of `diff` that the job's Config refuses."""
+        try:
+            config.model_validate(diff or {})
+        except ValidationError as err:
+            bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"parameter {name!r} does not fit vlpt_lib.jobs.{config.__module__.split('.')[-1]}"
+                             f".Config: {bad}") from None
+    return check
+
+
+# The job dicts of notebooks 10, 11, 12 (the runner checks a params file before running a notebook).
+PARAM_CHECKS: dict[str, Callable[[object], None]] = {
+    "pretrain": _checker("pretrain", pretrain.Config),
+    "finetune": _checker("finetune", finetune.Config),
+    "segment": _checker("segment", segment.Config),
+}
+
+
+def merge(base: Mapping | None, over: Mapping) -> dict:
+    """`over` on top of `base`, nested dicts merged key by key."""
+    out = dict(base or {})
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _env(device, precision, threads, num_workers) -> dict:
+    return {"device": device, "precision": precision, "threads": threads, "data": {"num_workers": num_workers}}
+
+
+# ----- 10: pre-training ---------------------------------------------------------------------------
+def pretrain_cfgs(profile: str, job: Mapping, targets: Iterable[str] = TARGETS, *, data_root=None,
+                  clip_model=None, clip_pretrained=None, clip_quick_gelu=None, device="auto", precision="auto",
+                  threads=None, num_workers=0) -> dict[str, dict]:
+    """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs."""
+    targets = list(targets)
+    PARAM_CHECKS["pretrain"](job)
+    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
+                             need_clip="clip" in targets)
+    cfgs = {}
+    for target in targets:
+        cfg = merge(job, {"target": target, **_env(device, precision, threads, num_workers)})
+        cfg = merge(cfg, {"data": {"root": str(world.data_root)}})
+        if target == "clip":
+            cfg["clip"] = dict(world.clip)
+        cfgs[target] = resolve_config("pretrain", cfg)
+    return cfgs
+
+
+def index_path(profile: str) -> Path:
+    """results/<profile>/mvp/pretrained.json: target -> exported student, written by notebook 10."""
+    return paths.results_dir(profile) / "mvp" / "pretrained.json"
+
+
+def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], *, launcher: str = "inline", nproc: int = 1,
+                      slurm: dict | None = None, force: bool = False) -> dict[str, dict]:
+    """Run (or fetch from the run cache) the pre-training of each target; update the index; return the results."""
+    runs = {t: run_job("pretrain", cfg, paths.runs_dir(profile), launcher=launcher, nproc=nproc, slurm=slurm,
+                       force=force) for t, cfg in cfgs.items()}
+    index = {t: {"export": r["export"], "model_name": r["model_name"], "kwargs": r["kwargs"],
+                 "run_id": r.get("run_id"), "final_loss": r.get("final_loss")} for t, r in runs.items()}
+    path = index_path(profile)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    atomic_write(path, json.dumps({**old, **index}, indent=2))
+    return runs
+
+
+def pretrained_exports(profile: str, index_file=None) -> dict:
+    """The exported students for notebooks 11/12: the index notebook 10 wrote, else notebook 10's runs
+    (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
+    path = Path(index_file) if index_file else index_path(profile)
+    if path.exists():
+        index = json.loads(path.read_text())
+        if set(TARGETS) <= set(index) and all(Path(v["export"]).exists() for v in index.values()):
+            return index
+    p = params.effective(PRETRAIN_NOTEBOOK, profile)
+    cfgs = pretrain_cfgs(profile, p["pretrain"], TARGETS, data_root=p.get("data_root"),
+                         clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
+                         clip_quick_gelu=p.get("clip_quick_gelu"), device=p.get("device", "auto"),
+                         precision=p.get("precision", "auto"), threads=p.get("threads"),
+                         num_workers=p.get("num_workers", 0))
+    ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
+                      slurm=p.get("slurm"))
+    return json.loads(index_path(profile).read_text())
+
+
+def pretrain_summary(runs: Mapping[str, dict]) -> pd.DataFrame:
+    """Notebook 10's table: one row per target."""
+    return pd.DataFrame([{"target": t, "loss": r["loss_kind"], "first epoch loss": r["history"][0]["loss"],
+                          "final loss": r["final_loss"], "steps": r["steps"], "images seen": r["images_seen"],
+                          "train images": r["train_images"],
+                          "masked / image": f'{r["num_masking_patches"]}/{int(np.prod(r["grid"]))}',
+                          "wall s": r.get("wall_s"), "run": r.get("run_id")} for t, r in runs.items()])
+
+
+def _probe(cfg: Mapping, n: int):
+    """A student of the cfg's arch, its masker and `n` train images (resized, centre-cropped) for the figures."""
+    c = pretrain.Config.model_validate(cfg)
+    probe = MVPStudent(c.student.arch, target_dim=8)
+    view = v2.Compose([v2.ToImage(), v2.Resize(probe.img_size), v2.CenterCrop(probe.img_size),
+                       v2.ToDtype(torch.float32, scale=True)])
+    train_set = ImageNetFolder(c.data.root, c.data.split, view)
+    pick = np.linspace(0, len(train_set) - 1, n).astype(int)
+    images = torch.stack([train_set[int(i)][0] for i in pick])
+    return c, probe, pretrain.build_masker(c.mask, probe.grid), images
+
+
+def figure_masks(cfg: Mapping, n: int = 6):
+    """Block-wise masks of the cfg's masker drawn over `n` training images."""
+    c, probe, masker, images = _probe(cfg, n)
+    masks = masker.batch(n, seed=c.seed)
+    p = probe.patch_size
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j].permute(1, 2, 0))
+        up = np.kron(masks[j], np.ones((p, p)))
+        axes[1, j].imshow(images[j].permute(1, 2, 0).numpy() * (1 - 0.8 * up[..., None]))
+        axes[1, j].set_title(f"{int(masks[j].sum())}/{masks[j].size} masked", fontsize=8)
+    for a in axes.flat:
+        a.axis("off")
+    fig.suptitle(f"block-wise masks on the {probe.grid[0]}x{probe.grid[1]} patch grid")
+    return fig
+
+
+def figure_teacher_similarity(cfg: Mapping, n: int = 6):
+    """Cosine similarity of the CLIP teacher's patch tokens to the centre token, on `n` training images."""
+    c, probe, _, images = _probe(cfg, n)
+    teacher = ClipTeacher(pretrain.load_teacher_model(c.clip))
+    with torch.no_grad():
+        tokens = teacher(images, probe.grid)
+    gh, gw, p = *probe.grid, probe.patch_size
+    sims = patch_similarity(tokens, (gh // 2) * gw + gw // 2).reshape(n, gh, gw)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j].permute(1, 2, 0))
+        axes[0, j].add_patch(plt.Rectangle(((gw // 2) * p, (gh // 2) * p), p, p, fill=False, color="red", lw=2))
+        axes[1, j].imshow(sims[j], cmap="viridis", vmin=-1, vmax=1)
+    for a in axes.flat:
+        a.axis("off")
+    fig.suptitle(f"teacher {c.clip.model_name}: similarity to the centre patch token")
+    return fig
+
+
+def figure_pretrain_loss(runs: Mapping[str, dict]):
+    """Masked-patch loss per epoch, one panel per target."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
+    for ax, (t, r) in zip(axes[0], runs.items()):
+        h = pd.DataFrame(r["history"])
+        ax.plot(h["epoch"], h["loss"], marker="o")
+        ax.set_title(f"target {t} ({r['loss_kind']} loss)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("masked-patch loss")
+    fig.tight_layout()
+    return fig
+
+
+# ----- 11 and 12: fine-tuning and segmentation ---------------------------------------------------------
+def init_of(method: str, exports: Mapping[str, dict]) -> dict:
+    """The `init` of a downstream cfg: the student pre-trained with the method's target, or scratch."""
+    if method not in METHOD_TARGET:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(METHOD_TARGET)}")
+    target = METHOD_TARGET[method]
+    arch = exports["clip"]
+    return {"checkpoint": exports[target]["export"] if target else None, "model_name": arch["model_name"],
+            "kwargs": arch["kwargs"]}
+
+
+def _downstream_cfg(job: str, profile: str, diff: Mapping, method: str, seed: int, exports: Mapping, *,
+                    data_root, device, precision, threads, num_workers) -> dict:
+    PARAM_CHECKS[job](diff)
+    root = profiles.resolve(profile, data_root, need_clip=False).data_root
+    cfg = merge(diff, {"seed": seed, "method": method, "init": init_of(method, exports),
+                       **_env(device, precision, threads, num_workers)})
+    return resolve_config(job, merge(cfg, {"data": {"root": str(root)}}))
+
+
+def finetune_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
+                 device="auto", precision="auto", threads=None, num_workers=0) -> dict:
+    """Notebook 11's job dict for one (method, seed) + the exported student + the profile's data root."""
+    return _downstream_cfg("finetune", profile, job, method, seed, exports, data_root=data_root, device=device,
+                           precision=precision, threads=threads, num_workers=num_workers)
+
+
+def segment_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
+                device="auto", precision="auto", threads=None, num_workers=0) -> dict:
+    """Notebook 12's job dict for one (method, seed) + the exported student + the profile's data root."""
+    return _downstream_cfg("segment", profile, job, method, seed, exports, data_root=data_root, device=device,
+                           precision=precision, threads=threads, num_workers=num_workers)
+
+
+def rows_of(runs: Mapping) -> list[dict]:
+    """The tidy table rows of a set of finetune / segment runs."""
+    return [row for r in runs.values() for row in r["rows"]]
+
+
+def runs_of_table(table: str, profile: str) -> dict[tuple[str, int], dict]:
+    """(method, seed) -> run result, for the rows of a saved table (the report draws its figures from them)."""
+    df = tables.load_table(table, profile)
+    runs = {}
+    for row in df.itertuples():
+        result = load_result(paths.runs_dir(profile) / str(row.run_id))
+        if result is not None:
+            runs[(row.method, int(row.seed))] = result
+    return runs
+
+
+def headline(table: str, runs: Mapping[tuple[str, int], dict], profile: str) -> str:
+    """The sentence under tables 11/12: this run's mean per method and the MVP gaps, beside the paper's."""
+    key, unit, diff_unit, paper = PAPER_HEADLINE[table]
+    methods = list(dict.fromkeys(m for m, _ in runs))
+    seeds = {s for _, s in runs}
+    mean_of = {m: float(np.mean([r[key] for (mm, _), r in runs.items() if mm == m])) for m in methods}
+    lines = [f"**This run ({profile}, {len(seeds)} seed(s))**: "
+             + ", ".join(f"{m} {v:.1f}{unit}" for m, v in mean_of.items()) + "."]
+    if set(METHOD_TARGET) <= set(mean_of):
+        d_pix, d_scr = mean_of["MVP"] - mean_of["Pixel target"], mean_of["MVP"] - mean_of["Scratch"]
+        lines.append(f"MVP minus Pixel target: {d_pix:+.1f}{diff_unit}; MVP minus Scratch: {d_scr:+.1f}{diff_unit} "
+                     f"({paper}).")
+    return "<br>".join(lines)
+
+
+def figure_finetune(runs: Mapping[tuple[str, int], dict], profile: str = ""):
+    """Table imagenet_finetune: train loss and val top-1 per epoch for every (method, seed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for (method, seed), r in runs.items():
+        h = pd.DataFrame(r["history"])
+        axes[0].plot(h["epoch"], h["loss"], label=f"{method} (seed {seed})")
+        if "val_top1" in h:
+            e = h.dropna(subset=["val_top1"])
+            axes[1].plot(e["epoch"], e["val_top1"], marker="o", label=f"{method} (seed {seed})")
+    axes[0].set(xlabel="epoch", ylabel="train loss (mixup soft targets)")
+    axes[1].set(xlabel="epoch", ylabel="val top-1 (%)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"ImageNet fine-tuning{', profile ' + profile if profile else ''}")
+    fig.tight_layout()
+    return fig
+
+
+def figure_segmentation(runs: Mapping[tuple[str, int], dict]):
+    """Table ade20k_segmentation: train loss per epoch and val mIoU where evaluated, by iteration."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for (method, seed), r in runs.items():
+        h = pd.DataFrame(r["history"])
+        axes[0].plot(h["step"], h["loss"], marker=".", label=f"{method} (seed {seed})")
+        if "miou" in h:
+            e = h.dropna(subset=["miou"])
+            axes[1].plot(e["step"], e["miou"], marker="o", label=f"{method} (seed {seed})")
+    axes[0].set(xlabel="iteration", ylabel="train loss (main + 0.4 aux)")
+    axes[1].set(xlabel="iteration", ylabel="val mIoU (%)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
+    """Validation images: ground truth and each method's prediction (first seed); None without examples."""
+    first_seed = min(s for _, s in runs)
+    first = [r for (_, s), r in runs.items() if s == first_seed and r.get("examples")]
+    shown = [torch.load(r["examples"], weights_only=False) for r in first]
+    if not shown:
+        return None
+    k = first[0]["num_classes"]
+    cmap = ListedColormap(plt.get_cmap("tab20")(np.arange(max(k, 2)) % 20))
+    mean_t, std_t = torch.tensor(shown[0]["mean"]).view(3, 1, 1), torch.tensor(shown[0]["std"]).view(3, 1, 1)
+    n = len(shown[0]["examples"])
+    fig, axes = plt.subplots(n, 2 + len(shown), figsize=(2.2 * (2 + len(shown)), 2.2 * n), squeeze=False)
+    for i in range(n):
+        ex0 = shown[0]["examples"][i]
+        img = (ex0["image"] * std_t + mean_t).clamp(0, 1)
+        img = torch.nn.functional.interpolate(img[None], size=tuple(ex0["label"].shape), mode="bilinear")[0]
+        img = img.permute(1, 2, 0).numpy()
+        label = ex0["label"].numpy().astype(float)
+        label[label == 255] = np.nan
+        axes[i, 0].imshow(img)
+        axes[i, 1].imshow(img)
+        axes[i, 1].imshow(label, cmap=cmap, vmin=0, vmax=max(k, 2) - 1, alpha=0.6, interpolation="nearest")
+        for j, (r, s) in enumerate(zip(first, shown)):
+            axes[i, 2 + j].imshow(img)
+            axes[i, 2 + j].imshow(s["examples"][i]["pred"].numpy(), cmap=cmap, vmin=0, vmax=max(k, 2) - 1, alpha=0.6,
+                                  interpolation="nearest")
+            if i == 0:
+                axes[i, 2 + j].set_title(r["rows"][0]["method"], fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("ground truth", fontsize=9)
+    for a in axes.flat:
+        a.axis("off")
+    fig.tight_layout()
+    return fig

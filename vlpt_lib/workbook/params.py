@@ -2,8 +2,8 @@
 
 The notebook's `parameters` cell is the reference: it names every parameter and its smoke value,
 whose type the YAML value must have (None in the cell: any type). A parameter that holds a job's
-config diff (e.g. `pretrain`, `recipe`) is checked against that job's `Config` by the paper's glue
-module (`PARAM_CHECKS` in workbook/mvp.py, workbook/cocoop.py). Every error names the file, the key
+config diff (e.g. `pretrain`, `recipe`) is checked against that job's `Config` by a check the caller
+passes in (the runner passes `PARAM_CHECKS` of workbook/mvp.py and workbook/cocoop.py). Every error names the file, the key
 and what was expected, before any job starts.
 """
 from __future__ import annotations
@@ -15,9 +15,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import cocoop, mvp
-
-PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}
+from . import paths
 
 
 class ParamsError(ValueError):
@@ -78,7 +76,7 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
-def check(name: str, params: dict, defaults: dict, source: str) -> None:
+def check(name: str, params: dict, defaults: dict, source: str, checks: dict | None = None) -> None:
     """Raise ParamsError for an unknown parameter, a value of the wrong type or a job diff that does not validate."""
     for key, value in params.items():
         if key == "profile":
@@ -91,16 +89,23 @@ def check(name: str, params: dict, defaults: dict, source: str) -> None:
         if not _same_kind(value, defaults[key]):
             raise ParamsError(f"{source}: parameter {key!r} must be {_type_name(defaults[key])} "
                               f"(the notebook's default is {defaults[key]!r}), got {value!r}")
-        if key in PARAM_CHECKS:
+        if key in (checks or {}):
             try:
-                PARAM_CHECKS[key](value)
+                checks[key](value)
             except ValueError as err:
                 raise ParamsError(f"{source}: parameter {key!r}: {err}") from None
 
 
-def load(name: str, profile: str, p_dir: Path, nb_dir: Path) -> dict:
+def load(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path | None = None,
+         checks: dict | None = None) -> dict:
     """params/<profile>/<name>.yaml, checked against notebooks/<name>.ipynb, plus `profile`."""
-    path = p_dir / profile / f"{name}.yaml"
+    path = (p_dir or paths.REPO_ROOT / "params") / profile / f"{name}.yaml"
     params = read_yaml(path)
-    check(name, params, notebook_defaults(nb_dir / f"{name}.ipynb"), str(path))
+    check(name, params, notebook_defaults((nb_dir or paths.REPO_ROOT / "notebooks") / f"{name}.ipynb"), str(path),
+          checks)
     return {**params, "profile": profile}
+
+
+def effective(name: str, profile: str) -> dict:
+    """What a notebook runs with under `profile`: its parameters cell, overridden by the profile's YAML."""
+    return {**notebook_defaults(paths.REPO_ROOT / "notebooks" / f"{name}.ipynb"), **load(name, profile)}

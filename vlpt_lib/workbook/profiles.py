@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.check import data_requirements as check
-from ..data.mini_world import ensure_world, world_config
+from ..data.mini_world import config_hash, ensure_world, world_config
 from ..jobs.launch import run_dir_for, run_job
 from . import paths
 
@@ -47,8 +47,9 @@ def mini_clip_cfg(profile: str) -> dict:
     """The clip_train job's cfg for a generated world (its hash keys the cached run)."""
     if profile not in MINI_CLIP:
         raise ValueError(f"the mini CLIP is trained for profiles {tuple(MINI_CLIP)}, not {profile!r}")
-    return {"model_name": mini_clip_name(profile), "world_root": str(paths.world_dir(profile)), "seed": 0,
-            **MINI_CLIP[profile]}
+    # The world's config hash is part of the key: a regenerated world retrains its CLIP.
+    return {"model_name": mini_clip_name(profile), "world_root": str(paths.world_dir(profile)),
+            "world_hash": config_hash(world_config(profile)), "seed": 0, **MINI_CLIP[profile]}
 
 
 def mini_clip_weights(profile: str) -> Path:

@@ -18,8 +18,8 @@ import papermill as pm
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
+from . import cocoop, mvp, paths
 from . import params as notebook_params
-from . import paths
 from .report import render_report
 from .tables import TABLES
 
@@ -36,6 +36,7 @@ PIPELINE: dict[str, list[str]] = {
     "99_report": [],
 }
 ALWAYS_RUN = {"99_report"}
+PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}  # job-config diffs in the notebooks' parameters
 class NotebookFailed(RuntimeError):
     pass
 
@@ -93,7 +94,7 @@ def resolve(names: list[str], present: list[str]) -> list[str]:
 
 def load_params(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path | None = None) -> dict:
     """params/<profile>/<name>.yaml checked against the notebook's parameters cell (ParamsError if not)."""
-    return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir())
+    return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir(), PARAM_CHECKS)
 
 
 def run_key(nb_path: Path, params: dict) -> str:
