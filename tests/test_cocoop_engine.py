@@ -35,6 +35,9 @@ def _cfg(env, **kw):
 
 
 def test_lr_schedule_is_constant_warmup_then_cosine():
+    """Dassl's rule (dassl/optim/lr_scheduler.py, ConstantWarmupScheduler with WARMUP_RECOUNT=True over
+    CosineAnnealingLR(T_max=MAX_EPOCH), stepped once per epoch): epoch 0 at WARMUP_CONS_LR, then the
+    cosine restarts: lr(e) = 0.5 lr (1 + cos(pi (e - 1) / E))."""
     cfg = P.Config(data_root=".", lr=0.002, epochs=10, warmup_epochs=1, warmup_lr=1e-5)
     opt = P.make_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg)
     steps_per_epoch = 3
@@ -49,9 +52,10 @@ def test_lr_schedule_is_constant_warmup_then_cosine():
         return lrs.pop()
 
     assert lr_at(0) == 1e-5
-    assert lr_at(1) == pytest.approx(0.001 * (1 + math.cos(math.pi / 10)))
-    assert lr_at(5) == pytest.approx(0.001)
-    assert lr_at(9) < 1e-4
+    assert lr_at(1) == pytest.approx(0.002)  # the full lr right after the warm-up (the old rule: 0.00195)
+    for e in range(1, 10):
+        assert lr_at(e) == pytest.approx(0.5 * 0.002 * (1 + math.cos(math.pi * (e - 1) / 10)))
+    assert lr_at(9) == pytest.approx(0.000190983, rel=1e-5)
 
 
 def test_optimizer_is_sgd_with_decay_on_every_parameter():
@@ -145,7 +149,7 @@ def test_job_rows_resume_and_load_from(smoke_env, tmp_path):
 @pytest.mark.parametrize("method", ["CoOp", "CoCoOp"])
 def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_env, tmp_path, monkeypatch, method):
     """Killed right after epoch 1's checkpoint and re-run in the same folder: same prompts, history, rows."""
-    cfg = _cfg(smoke_env, method=method, epochs=3, batch_size=3)  # 3 does not divide the shots: a last small batch
+    cfg = _cfg(smoke_env, method=method, epochs=3, batch_size=3)  # 3 does not divide the shots (last batch dropped)
     full = P.run(cfg, tmp_path / "full")
     real_save = checkpoint.save
 

@@ -1,6 +1,5 @@
 """The loaders read the real formats (as the mini world writes them) and fail with clear errors."""
 import json
-import pickle
 import shutil
 from dataclasses import replace
 
@@ -77,25 +76,29 @@ def test_split_json_and_fgvc_text_files(world):
 
 def test_caltech_folder_listing_drops_background_and_faces(world_copy):
     (world_copy / "caltech-101/split_zhou_Caltech101.json").unlink()
-    ds = coop.load_dataset("Caltech101", world_copy)
+    with pytest.raises(DatasetError, match="DATASETS.md"):  # official splits only, unless allowed
+        coop.load_dataset("Caltech101", world_copy)
+    ds = coop.load_dataset("Caltech101", world_copy, allow_folder_split=True)
     assert "BACKGROUND Google" not in ds.classnames and "Faces easy" not in ds.classnames
     assert ds.num_classes == len(M.CALTECH_CLASSES) and ds.meta["split"].startswith("folder")
+    assert ds.split_source == "folder" and ds.label == "Caltech101 (folder split)"
 
 
 def test_few_shot_cache_reuse_and_val_cap(world_copy):
     ds = coop.load_dataset("OxfordPets", world_copy)
     fs = coop.few_shot(ds, 5, seed=1)
-    cache = world_copy / "oxford_pets/split_fewshot/shot_5-seed_1.pkl"
+    cache = world_copy / "oxford_pets/split_fewshot/vlpt_shot_5-seed_1.json"  # the project's own name
     assert cache.is_file() and not fs.meta["few_shot"]["reused"]
+    assert not (world_copy / "oxford_pets/split_fewshot/shot_5-seed_1.pkl").exists()  # Dassl's name: never written
     counts = {lab: sum(d.label == lab for d in fs.train) for lab in range(ds.num_classes)}
     assert set(counts.values()) == {min(5, CFG.coop_train)}
     assert all(sum(d.label == lab for d in fs.val) == min(5, 4, CFG.coop_val) for lab in range(ds.num_classes))
     again = coop.few_shot(ds, 5, seed=1)
     assert again.meta["few_shot"]["reused"] and again.train == fs.train and again.val == fs.val
     # the cache is what is reused: tamper with it and the tampered draw comes back
-    data = pickle.loads(cache.read_bytes())
+    data = json.loads(cache.read_text())
     data["train"] = data["train"][:1]
-    cache.write_bytes(pickle.dumps(data))
+    cache.write_text(json.dumps(data))
     assert len(coop.few_shot(ds, 5, seed=1).train) == 1
     assert coop.few_shot(ds, 5, seed=2).train != fs.train
     assert coop.few_shot(ds, 2, seed=1, cache=False).meta["few_shot"]["cache"] is None
@@ -185,3 +188,8 @@ def test_data_requirements(world, tmp_path):
     assert all(str(tmp_path) in r["path"] for r in paper)
     mini = data_requirements(world, M.world_config("smoke"))
     assert all(r["present"] for r in mini[1:]) and not mini[0]["present"]  # CFG differs from the smoke stamp
+    split_rows = [r for r in paper if "split file" in r["what"]]
+    assert split_rows and all(r["required"] and "DATASETS.md" in r["what"] for r in split_rows)
+    allowed = {r["what"].split(" ")[0]: r["required"] for r in data_requirements(tmp_path, allow_folder_split=True)
+               if "split file" in r["what"]}
+    assert allowed == {n: not coop.DATASETS[n].folder_fallback for n in allowed}

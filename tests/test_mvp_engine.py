@@ -5,7 +5,6 @@ import math
 import pytest
 import timm
 import torch
-from timm.optim import param_groups_layer_decay
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 
 from vlpt_lib.jobs import finetune, pretrain, segment
@@ -114,13 +113,14 @@ def test_pretrain_resume_matches_uninterrupted(tmp_path, smoke_clip, monkeypatch
     _assert_same_state(torch.load(resumed["export"], weights_only=True), torch.load(full["export"], weights_only=True))
 
 
-def _old_weight_decay_groups(model, weight_decay):
-    """The pre-redesign rule of jobs/pretrain.py (BEiT's): the reference the timm factory must match."""
-    skip = set(model.no_weight_decay())
+def _beit_pretrain_groups(model, weight_decay):
+    """BEiT's pre-training rule (unilm beit/optim_factory.py get_parameter_groups with the skip list of
+    modeling_pretrain.py no_weight_decay = {pos_embed, cls_token}), on the student's names."""
+    skip = {"encoder.pos_embed", "encoder.cls_token"}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+            (no_decay if len(p.shape) == 1 or name.endswith(".bias") or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -135,25 +135,25 @@ def test_weight_decay_groups_follow_beit():
     decay = next(g for g in opt.param_groups if g["weight_decay"] == 0.05)
     no_decay = next(g for g in opt.param_groups if g["weight_decay"] == 0.0)
     names = {id(p): n for n, p in student.named_parameters()}
-    nd = {names[id(p)] for p in no_decay["params"]}
-    assert "mask_token" in nd and "encoder.cls_token" in nd
-    assert "encoder.rel_pos_bias.relative_position_bias_table" in nd
-    assert all(names[id(p)].endswith("weight") for p in decay["params"])
-    assert not any("norm" in names[id(p)] or "gamma" in names[id(p)] for p in decay["params"])
-    # the same two groups as the pre-redesign grouper
-    assert _canon(opt.param_groups) == _canon(_old_weight_decay_groups(student, 0.05))
+    nd, d = {names[id(p)] for p in no_decay["params"]}, {names[id(p)] for p in decay["params"]}
+    assert "encoder.cls_token" in nd
+    # BEiT decays the mask token and the shared relative position table in pre-training
+    assert {"mask_token", "encoder.rel_pos_bias.relative_position_bias_table"} <= d
+    assert not any("norm" in n or "gamma" in n or n.endswith("bias") and "table" not in n for n in d)
+    assert _canon(opt.param_groups) == _canon(_beit_pretrain_groups(student, 0.05))
     assert all(g["betas"] == (0.9, 0.98) and g["lr"] == 1e-3 for g in opt.param_groups)
 
 
-def test_layer_decay_groups_match_timm_param_groups():
-    """finetune: create_optimizer(model, layer_decay=...) = today's param_groups_layer_decay groups;
-    segment: the explicit groups pass through with their weight decay and lr scale."""
+def test_explicit_groups_pass_through_the_optimizer_factory():
+    """finetune and segment build BEiT's groups themselves: create_optimizer keeps each group's weight
+    decay and lr scale as given."""
+    from vlpt_lib.models.mvp import beit_finetune_param_groups
+
     model = timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
                               depth=3, num_heads=2, num_classes=5, global_pool="avg")
-    opt = optim.create_optimizer(model, opt="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.65)
-    ref = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
-                                   layer_decay=0.65)
-    assert _canon(opt.param_groups) == _canon(ref)
+    groups = beit_finetune_param_groups(model, 0.05, 0.65)
+    opt = optim.create_optimizer(groups, opt="adamw", lr=1e-3, weight_decay=0.05)
+    assert _canon(opt.param_groups) == _canon(beit_finetune_param_groups(model, 0.05, 0.65))
     seg = BeitUperNet(timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8,
                                         embed_dim=32, depth=4, num_heads=2, num_classes=0), 5, 16, 8)
     groups = layer_decay_param_groups(seg, 0.05, 0.65)
@@ -188,9 +188,9 @@ def test_finetune_from_export_and_scratch(tmp_path, pretrained):
     mvp = finetune.run(_ft_cfg(result, "MVP"), tmp_path / "a")
     scratch = finetune.run(_ft_cfg(result, "Scratch"), tmp_path / "b")
     for r, method in ((mvp, "MVP"), (scratch, "Scratch")):
-        row = r["rows"][0]
-        assert row["method"] == method and row["metric"] == "acc" and row["dataset"] == "ImageNet"
-        assert 0 <= row["value"] <= 100
+        assert [row["metric"] for row in r["rows"]] == ["acc", "acc_final"]
+        for row in r["rows"]:
+            assert row["method"] == method and row["dataset"] == "ImageNet" and 0 <= row["value"] <= 100
     assert sorted(mvp["load_report"]["missing"]) == ["head.bias", "head.weight"]
     assert mvp["top1"] == mvp["history"][-1]["val_top1"] and mvp["val_images"] == 8
 

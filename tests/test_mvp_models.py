@@ -8,8 +8,8 @@ import torch
 
 from vlpt_lib.utils.metrics import MeanIoU, intersect_and_union, mean_iou, reduce_zero_label
 from vlpt_lib.models.masking import BlockMaskGenerator
-from vlpt_lib.models.mvp import (MVPStudent, PixelTarget, create_backbone, export_timm_state_dict, masked_loss,
-                                 patchify, save_exported, load_exported_meta)
+from vlpt_lib.models.mvp import (MVPStudent, PixelTarget, create_backbone, export_kwargs, export_timm_state_dict,
+                                 masked_loss, patchify, save_exported, load_exported_meta)
 
 torch.set_num_threads(2)
 
@@ -88,12 +88,13 @@ def test_student_predicts_masked_positions_and_exports_to_timm(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     pred = student(x, mask)
     assert pred.shape == (3 * gen.num_masking_patches, 24)
-    # mask token is used: changing a masked patch's pixels does not change the prediction input embedding
-    assert "mask_token" in student.no_weight_decay()
+    # BEiT's pre-training skip list: pos_embed and cls_token only (the mask token is decayed)
+    assert student.no_weight_decay() == {"encoder.pos_embed", "encoder.cls_token"}
     path = save_exported(student, tmp_path / "student.pth")
     sd = torch.load(path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
     meta = load_exported_meta(path)
+    assert meta["kwargs"] == export_kwargs("smoke", 0.1)  # what the recipe card plans before pre-training
     model = timm.create_model(meta["model_name"], pretrained=False, num_classes=5, **meta["kwargs"])
     res = model.load_state_dict(sd, strict=False)
     assert sorted(res.missing_keys) == ["head.bias", "head.weight"] and not res.unexpected_keys

@@ -1,5 +1,6 @@
 """The shared training pieces: exact DDP evaluation, the epoch sampler, the schedule factory, the layers."""
 import ast
+import math
 import os
 import socket
 import subprocess
@@ -91,19 +92,72 @@ def test_uneven_global_batch_is_refused_not_rounded(monkeypatch):
         loop.per_rank_batch(32)
 
 
-def test_dassl_cosine_follows_the_prompt_recipe():
-    # Today's CoCoOp rule (engine/prompt.py lr_at before the redesign): epoch < warmup -> warmup_lr, else
-    # 0.5 * lr * (1 + cos(pi * epoch / epochs)); constant within an epoch.
+def _dassl_reference(lr, max_epoch, warmup_epoch, cons_lr):
+    """Dassl.pytorch dassl/optim/lr_scheduler.py, written out: build_lr_scheduler makes
+    CosineAnnealingLR(optimizer, T_max=MAX_EPOCH) and wraps it in ConstantWarmupScheduler(successor,
+    WARMUP_EPOCH, WARMUP_CONS_LR); WARMUP_RECOUNT=True (dassl/config/defaults.py) leaves the successor's
+    last_epoch at 0. The trainer calls sched.step() after the last batch of each epoch, and
+    _BaseWarmupScheduler.step() steps the successor only once last_epoch >= warmup_epoch."""
     import math
-    lr, epochs, warmup, warmup_lr, steps = 0.002, 10, 1, 1e-5, 3
+    lrs, last_epoch, successor_epoch = [], 0, 0
+    for _ in range(max_epoch):
+        if last_epoch < warmup_epoch:
+            lrs.append(cons_lr)                                   # ConstantWarmupScheduler.get_lr
+        else:
+            lrs.append(0.5 * lr * (1 + math.cos(math.pi * successor_epoch / max_epoch)))  # CosineAnnealingLR
+        last_epoch += 1
+        if last_epoch > warmup_epoch:  # step() at the end of an epoch already past the warm-up moves the cosine
+            successor_epoch += 1
+    return lrs
+
+
+def test_dassl_reference_rule_gives_the_published_sequence():
+    # CoCoOp (vit_b16_c4_ep10_batch1_ctxv1): lr 0.002, 10 epochs, 1 constant warm-up epoch at 1e-5
+    assert _dassl_reference(0.002, 10, 1, 1e-5) == pytest.approx(
+        [1e-05, 0.002, 0.0019510565, 0.0018090170, 0.0015877853, 0.0013090170, 0.001, 0.0006909830,
+         0.0004122147, 0.0001909830], abs=1e-9)
+
+
+@pytest.mark.parametrize("epochs", [10, 50, 200])
+def test_dassl_cosine_equals_dassl(epochs):
+    lr, warmup, warmup_lr, steps = 0.002, 1, 1e-5, 3
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     sched = optim.create_scheduler(opt, "dassl_cosine", steps_per_epoch=steps, epochs=epochs, warmup_epochs=warmup,
                                    warmup_lr=warmup_lr, lr=lr)
+    expected = _dassl_reference(lr, epochs, warmup, warmup_lr)
     for step in range(epochs * steps):
         sched.step_update(step)
-        e = step // steps
-        expected = warmup_lr if e < warmup else 0.5 * lr * (1 + math.cos(math.pi * e / epochs))
-        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected[step // steps], abs=1e-12)
+
+
+def _beit_reference(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0.0,
+                    warmup_steps=-1):
+    """unilm beit/utils.py cosine_scheduler, written out (beit2 has the same function)."""
+    import numpy as np
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_steps > 0:
+        warmup_iters = warmup_steps
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
+                         for i in iters])
+    schedule = np.concatenate((warmup_schedule, schedule))
+    assert len(schedule) == epochs * niter_per_ep
+    return schedule
+
+
+@pytest.mark.parametrize("warmup_epochs,start", [(2, 0.0), (1, 1e-6), (0, 0.0)])
+def test_beit_cosine_equals_beits_cosine_scheduler(warmup_epochs, start):
+    lr, min_lr, epochs, niter = 5e-4, 1e-6, 6, 7
+    expected = _beit_reference(lr, min_lr, epochs, niter, warmup_epochs, start)
+    opt = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}], lr=lr)
+    sched = optim.create_scheduler(opt, "beit_cosine", steps_per_epoch=niter, epochs=epochs,
+                                   warmup_epochs=warmup_epochs, warmup_lr=start, min_lr=min_lr)
+    for step in range(epochs * niter):
+        sched.step_update(step)  # engine_for_finetuning: lr_schedule_values[it] * param_group["lr_scale"]
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected[step] * 0.5, rel=1e-9, abs=1e-15)
 
 
 def test_weight_decay_rule_skips_biases_norms_and_no_weight_decay():

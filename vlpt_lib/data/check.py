@@ -1,17 +1,22 @@
-"""What data each paper table needs, where it is expected, and whether it is there (00_setup shows it)."""
+"""What data each paper table needs, where it is expected, and whether it is there (00_setup shows it).
+
+The CoCoOp datasets need their official split files (split_zhou_<Name>.json, from CoOp's DATASETS.md),
+as `coop.load_dataset` does: a missing one is required unless `allow_folder_split` is set, and then only
+for the datasets whose images sit in class folders (the loader's folder split, labelled as such).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .coop import BASE_TO_NEW, DATASETS, VARIANTS
+from .coop import BASE_TO_NEW, DATASETS, FOLDER_SPLIT_NOTE, VARIANTS
 from .mini_world import MINI_DATASETS, MINI_VARIANTS, STAMP, config_hash, is_current
 
 B2N = "cocoop_base2new, cocoop_cross_dataset"
 DG = "cocoop_domain_generalization"
 
 
-def _dataset_rows(root: Path) -> list[dict]:
+def _dataset_rows(root: Path, allow_folder_split: bool = False) -> list[dict]:
     rows = []
     for name in BASE_TO_NEW + VARIANTS:
         spec = DATASETS[name]
@@ -20,7 +25,12 @@ def _dataset_rows(root: Path) -> list[dict]:
         image_dir = ddir / spec.image_dir if spec.image_dir else ddir
         rows.append({"table": table, "what": f"{name} images", "path": str(image_dir), "kind": "dir"})
         if spec.kind == "split_json":
-            rows.append({"table": table, "what": f"{name} split file", "path": str(ddir / spec.split_file), "kind": "file"})
+            optional = allow_folder_split and spec.folder_fallback
+            what = f"{name} official split file (CoOp's DATASETS.md)"
+            if optional:
+                what += f"; missing: folder split, rows labelled '{name}{FOLDER_SPLIT_NOTE}'"
+            rows.append({"table": table, "what": what, "path": str(ddir / spec.split_file), "kind": "file",
+                         "required": not optional})
         elif spec.kind == "fgvc":
             for part in ("train", "val", "test"):
                 rows.append({"table": table, "what": f"{name} {part} list", "path": str(ddir / f"images_variant_{part}.txt"),
@@ -51,17 +61,19 @@ def _present(row: dict) -> bool:
     return p.is_dir() if row["kind"] == "dir" else p.is_file()
 
 
-def data_requirements(root: str | os.PathLike | None, world_cfg=None) -> list[dict]:
-    """Rows {table, what, path, present}. world_cfg None: the real datasets the paper profile reads
-    under `root` (None: not set yet); a WorldConfig: the generated world in `root`."""
+def data_requirements(root: str | os.PathLike | None, world_cfg=None, allow_folder_split: bool = False) -> list[dict]:
+    """Rows {table, what, path, present, required}. world_cfg None: the real datasets the paper profile
+    reads under `root` (None: not set yet); a WorldConfig: the generated world in `root`.
+    allow_folder_split: a missing split file of a class-folder dataset is not required (the prompt
+    job's `allow_folder_split`)."""
     if world_cfg is None:
         base = Path(root).expanduser() if root else Path("<set data_root or VLPT_DATA_ROOT>")
-        rows = _dataset_rows(base) + _mvp_rows(base)
+        rows = _dataset_rows(base, allow_folder_split) + _mvp_rows(base)
     else:
         base = Path(root)
         rows = [{"table": "all (mini world)", "what": f"generated world (config {config_hash(world_cfg)})",
                  "path": str(base / STAMP), "kind": "file"}]
-        rows += [r for r in _dataset_rows(base) + _mvp_rows(base) if _world_has(r)]
+        rows += [r for r in _dataset_rows(base, allow_folder_split) + _mvp_rows(base) if _world_has(r)]
         rows.append({"table": "mini CLIP", "what": "image-caption pairs (open_clip CSV)",
                      "path": str(base / "captions" / "train.csv"), "kind": "file"})
         stamp_ok = is_current(base, world_cfg)
@@ -70,7 +82,8 @@ def data_requirements(root: str | os.PathLike | None, world_cfg=None) -> list[di
         present = _present(r)
         if world_cfg is not None and r["path"].endswith(STAMP):
             present = present and stamp_ok
-        out.append({"table": r["table"], "what": r["what"], "path": r["path"], "present": bool(present)})
+        out.append({"table": r["table"], "what": r["what"], "path": r["path"], "present": bool(present),
+                    "required": r.get("required", True)})
     return out
 
 

@@ -2,17 +2,25 @@
 base/new class split.
 
     ds = load_dataset("Caltech101", data_root)          # CoopDataset: .train/.val/.test, .classnames, .template
-    ds = few_shot(ds, shots=16, seed=1)                 # cached in <dataset_dir>/split_fewshot/
+    ds = few_shot(ds, shots=16, seed=1)                 # Dassl's draw (or its split_fewshot/*.pkl file)
     base = subsample_classes(ds, "base")                # first ceil(n/2) labels, remapped to 0..m-1
     loader = DataLoader(ImageListDataset(base.test, preprocess), batch_size=100)
+
+Splits are the official ones (CoOp's split_zhou_<Name>.json, FGVC-Aircraft's lists, ImageNet's folders).
+A split drawn from class folders exists only for your own copies of the datasets that allow it
+(`allow_folder_split=True`); such a dataset is labelled "<Name> (folder split)" so its numbers are never
+read as the paper's.
 """
 from __future__ import annotations
 
+import copyreg
+import io
 import json
 import math
 import os
 import pickle
 import random
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -27,6 +35,8 @@ from . import DatasetError, require
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CALTECH_IGNORED = ("BACKGROUND_Google", "Faces_easy")
 SCAN_CACHE_MIN = 50_000  # folder scans with more files than this are cached to JSON beside the data
+OFFICIAL_SPLITS = "CoOp's DATASETS.md (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md)"
+FOLDER_SPLIT_NOTE = " (folder split)"  # appended to a dataset's name when its split was drawn from folders
 
 
 class Datum(NamedTuple):
@@ -111,6 +121,16 @@ class CoopDataset:
     def num_classes(self) -> int:
         return len(self.classnames)
 
+    @property
+    def split_source(self) -> str:
+        """"official" (CoOp's split files / lists / folders) or "folder" (drawn from class folders)."""
+        return self.meta.get("split_source", "official")
+
+    @property
+    def label(self) -> str:
+        """The name the result rows carry: "<Name> (folder split)" when the split is not the official one."""
+        return self.name + (FOLDER_SPLIT_NOTE if self.split_source == "folder" else "")
+
     def prompts(self) -> list[str]:
         return [self.template.format(c) for c in self.classnames]
 
@@ -127,6 +147,21 @@ def get_spec(name: str) -> DatasetSpec:
 
 def clean_classname(name: str) -> str:
     return name.replace("_", " ").strip()
+
+
+def base_label(label: str) -> str:
+    """The dataset name of a row's dataset label (drops FOLDER_SPLIT_NOTE)."""
+    return label[:-len(FOLDER_SPLIT_NOTE)] if label.endswith(FOLDER_SPLIT_NOTE) else label
+
+
+def missing_split_message(spec: DatasetSpec, path: Path) -> str:
+    """What to do when a split_zhou JSON is missing (the loader and 00_setup's check say the same)."""
+    msg = (f"{spec.name}: the official split file {path} is missing. Download {spec.split_file} as "
+           f"{OFFICIAL_SPLITS} says and put it there; the paper's numbers are measured on that split.")
+    if spec.folder_fallback:
+        msg += (" For your own data only, allow_folder_split=True (prompt job / recipe common) splits the class "
+                "folders 50/20/30 instead; its rows are labelled" f" '{spec.name}{FOLDER_SPLIT_NOTE}'.")
+    return msg
 
 
 # ----------------------------------------------------------------------------- readers
@@ -258,22 +293,25 @@ def _check_first_images(splits: dict[str, list[Datum]], layout: str) -> None:
                 raise DatasetError(f"image listed in the {part} split not found: {d.impath}", d.impath, layout)
 
 
-def load_dataset(name: str, root: str | os.PathLike) -> CoopDataset:
-    """Read one CoOp dataset (or ImageNet variant) from the data root that holds its folder."""
+def load_dataset(name: str, root: str | os.PathLike, allow_folder_split: bool = False) -> CoopDataset:
+    """Read one CoOp dataset (or ImageNet variant) from the data root that holds its folder.
+
+    Without its split_zhou JSON a dataset is refused (the message says where the official file comes
+    from), unless allow_folder_split=True and the images sit in class folders (Caltech101, Food101, DTD,
+    EuroSAT): then the split is drawn from the folders and the dataset is labelled a folder split."""
     spec = get_spec(name)
     layout = spec.layout()
     ddir = require(Path(root).expanduser() / spec.dataset_dir, f"{spec.name} folder", layout, "dir")
     image_dir = require(ddir / spec.image_dir, f"{spec.name} image folder", layout, "dir") if spec.image_dir else ddir
-    meta = {}
+    meta = {"split_source": "official"}
     if spec.kind == "split_json":
         if (ddir / spec.split_file).is_file():
             train, val, test = _read_split_json(spec, ddir, image_dir)
-        elif spec.folder_fallback:
+        elif spec.folder_fallback and allow_folder_split:
             train, val, test = _split_by_folders(spec, image_dir)
-            meta["split"] = "folder listing (no split file)"
+            meta.update(split_source="folder", split="folder listing (no split file; allow_folder_split)")
         else:
-            raise DatasetError(f"{spec.name} split file not found: {ddir / spec.split_file} (CoOp's DATASETS.md links it)",
-                               ddir / spec.split_file, layout)
+            raise DatasetError(missing_split_message(spec, ddir / spec.split_file), ddir / spec.split_file, layout)
         classnames = _classes_by_label(train + val + test, ddir / (spec.split_file or ""), layout)
     elif spec.kind == "fgvc":
         train, val, test, classnames = _read_fgvc(spec, ddir, image_dir)
@@ -284,6 +322,7 @@ def load_dataset(name: str, root: str | os.PathLike) -> CoopDataset:
         train, classnames = _read_folder_split(tdir, names, layout, ddir / "scan_train.json")
         test, _ = _read_folder_split(vdir, names, layout, ddir / "scan_val.json")
         val = test  # CoOp: ImageNet's val set is its test set
+        meta["val_is_test"] = True  # CoOp draws no few-shot val set for ImageNet
     elif spec.kind == "imagenetv2":
         names = list(read_classnames(ddir / "classnames.txt", layout).values())
         test = []
@@ -303,15 +342,17 @@ def load_dataset(name: str, root: str | os.PathLike) -> CoopDataset:
 
 # ----------------------------------------------------------------------------- few-shot, base/new
 def _group(items: list[Datum]) -> dict[int, list[Datum]]:
+    """Items per label, the labels in order of first appearance (Dassl's split_dataset_by_label)."""
     groups: dict[int, list[Datum]] = {}
     for d in items:
         groups.setdefault(d.label, []).append(d)
-    return dict(sorted(groups.items()))
+    return groups
 
 
 def _draw(items: list[Datum], k: int, rng: random.Random) -> list[Datum]:
+    """Dassl's generate_fewshot_dataset (repeat=False): per label, k items by rng.sample, or all of them."""
     out = []
-    for _, group in _group(items).items():
+    for group in _group(items).values():
         out += rng.sample(group, k) if len(group) >= k else list(group)
     return out
 
@@ -320,47 +361,128 @@ def _fingerprint(ds: CoopDataset) -> list:
     return [len(ds.train), len(ds.val), len(ds.test), list(ds.classnames)]
 
 
-def few_shot(ds: CoopDataset, shots: int, seed: int, cache: bool = True) -> CoopDataset:
-    """K training images per class (val: min(K, 4)), drawn with `seed` over ALL classes.
+class _DasslDatum:
+    """Stand-in for dassl.data.datasets.base_dataset.Datum when reading Dassl's pickles (state only)."""
 
-    The draw is cached in <dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl so the same seed gives
-    the same shots on every run (paths are stored relative to the dataset folder). Call it before
-    subsample_classes, as CoOp does. shots <= 0 returns the dataset unchanged.
+
+class _DasslUnpickler(pickle.Unpickler):
+    """Reads Dassl's few-shot pickles without Dassl: Datum maps to a plain stand-in, nothing else loads."""
+    ALLOWED = {("dassl.data.datasets.base_dataset", "Datum"): _DasslDatum,
+               ("dassl.data.datasets", "Datum"): _DasslDatum,
+               ("copyreg", "_reconstructor"): copyreg._reconstructor,
+               ("builtins", "object"): object}
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a few-shot file") from None
+
+
+def official_fewshot_path(ds: CoopDataset, shots: int, seed: int) -> Path | None:
+    """Dassl's own cache file, <dataset_dir>/split_fewshot/shot_{K}-seed_{S}.pkl (never written here)."""
+    return ds.dataset_dir / "split_fewshot" / f"shot_{shots}-seed_{seed}.pkl" if ds.dataset_dir else None
+
+
+def own_fewshot_path(ds: CoopDataset, shots: int, seed: int) -> Path | None:
+    """The project's cache of a draw, beside Dassl's files under its own name."""
+    return ds.dataset_dir / "split_fewshot" / f"vlpt_shot_{shots}-seed_{seed}.json" if ds.dataset_dir else None
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(p for p in re.split(r"[\\/]", path) if p)
+
+
+def read_dassl_fewshot(path: Path, ds: CoopDataset) -> tuple[list[Datum], list[Datum] | None] | None:
+    """(train, val or None) from a Dassl few-shot pickle, re-rooted onto this dataset's images.
+
+    Dassl stores absolute paths of the machine that drew the shots: each is matched to the local item
+    whose path under the dataset folder is its longest matching tail. Returns None when the file is not
+    Dassl's (e.g. an old cache of this project under the same name). A path with no local image, or a
+    label that disagrees with the local split, raises DatasetError."""
+    try:
+        data = _DasslUnpickler(io.BytesIO(path.read_bytes())).load()
+    except Exception as err:
+        raise DatasetError(f"unreadable few-shot file {path} ({type(err).__name__}: {err}); it is Dassl's "
+                           "cache: remove it to draw the shots again", path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), list) or "fingerprint" in data:
+        return None
+
+    def index(items: list[Datum]) -> tuple[dict, list[int]]:
+        table = {_parts(os.path.relpath(d.impath, ds.dataset_dir)): d for d in items}
+        return table, sorted({len(k) for k in table}, reverse=True)
+
+    def rerooted(records, items: list[Datum], part: str) -> list[Datum]:
+        table, depths = index(items)
+        out = []
+        for r in records:
+            state = getattr(r, "__dict__", {})
+            if "_impath" not in state:
+                raise DatasetError(f"{path}: {part} entries are not Dassl Datum objects", path)
+            parts = _parts(state["_impath"])
+            local = next((table[parts[-n:]] for n in depths if parts[-n:] in table), None)
+            if local is None:
+                raise DatasetError(f"{path}: {part} image {state['_impath']} is not in the local {ds.name} "
+                                   f"{part} split under {ds.dataset_dir}", path)
+            if int(state.get("_label", local.label)) != local.label:
+                raise DatasetError(f"{path}: {state['_impath']} has label {state['_label']} there but "
+                                   f"{local.label} in the local split", path)
+            out.append(local)
+        return out
+
+    train = rerooted(data["train"], ds.train, "train")
+    val = rerooted(data["val"], ds.val, "val") if isinstance(data.get("val"), list) else None
+    return train, val
+
+
+def few_shot(ds: CoopDataset, shots: int, seed: int, cache: bool = True) -> CoopDataset:
+    """K training images per class (val: min(K, 4)), Dassl's draw over ALL classes (call it before
+    subsample_classes, as CoOp does). shots <= 0 returns the dataset unchanged.
+
+    The draw is Dassl's generate_fewshot_dataset right after set_random_seed(seed): Python's `random`
+    seeded with `seed` (a fresh generator: nothing drawn before changes it), labels in order of first
+    appearance in the split's list, `sample(items, K)` per label (all items when fewer), the train list,
+    then the val list with min(K, 4) (none for ImageNet, whose val set is its test set).
+
+    Where Dassl's split_fewshot/shot_{K}-seed_{S}.pkl is in the dataset folder (official split only),
+    its shots are used. Otherwise the draw is cached in split_fewshot/vlpt_shot_{K}-seed_{S}.json (paths
+    relative to the dataset folder); Dassl's files are never written or overwritten.
     """
     if not shots or shots <= 0:
         return ds
-    path = ds.dataset_dir / "split_fewshot" / f"shot_{shots}-seed_{seed}.pkl" if ds.dataset_dir else None
-    use_cache = cache and path is not None and ds.subsample == "all"
+    whole = ds.subsample == "all"
+    info = {"shots": shots, "seed": seed, "cache": None, "reused": False, "source": "drawn"}
+    official = official_fewshot_path(ds, shots, seed)
+    if whole and official is not None and ds.split_source == "official" and official.is_file():
+        got = read_dassl_fewshot(official, ds)
+        if got is not None:
+            train, val = got
+            info.update(cache=str(official), reused=True, source="dassl")
+            return replace(ds, train=train, val=ds.val if val is None else val, meta={**ds.meta, "few_shot": info})
+    own = own_fewshot_path(ds, shots, seed) if cache and whole else None
     base = Path(ds.dataset_dir) if ds.dataset_dir else None
-
-    def rel(d: Datum):
+    if own is not None and own.is_file():
         try:
-            return (os.path.relpath(d.impath, base), d.label, d.classname)
-        except ValueError:
-            return tuple(d)
-
-    if use_cache and path.is_file():
-        try:
-            data = pickle.loads(path.read_bytes())
+            data = json.loads(own.read_text())
             if data.get("fingerprint") == _fingerprint(ds):
                 unpack = lambda rows: [Datum(str(base / p), int(l), c) for p, l, c in rows]  # noqa: E731
-                return replace(ds, train=unpack(data["train"]), val=unpack(data["val"]),
-                               meta={**ds.meta, "few_shot": {"shots": shots, "seed": seed, "cache": str(path), "reused": True}})
-        except Exception:  # unreadable or stale cache: draw again
+                info.update(cache=str(own), reused=True, source="cache")
+                val = ds.val if data.get("val") is None else unpack(data["val"])
+                return replace(ds, train=unpack(data["train"]), val=val, meta={**ds.meta, "few_shot": info})
+        except (OSError, ValueError, TypeError, KeyError):  # unreadable or stale cache: draw again
             pass
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # = random.seed(seed) in Dassl's set_random_seed, before the dataset is built
     train = _draw(ds.train, shots, rng)
-    val = _draw(ds.val, min(shots, 4), rng)
-    if use_cache:
+    val = ds.val if ds.meta.get("val_is_test") else _draw(ds.val, min(shots, 4), rng)
+    if own is not None:
+        rel = lambda items: [[os.path.relpath(d.impath, base), d.label, d.classname] for d in items]  # noqa: E731
         try:
-            blob = pickle.dumps({"fingerprint": _fingerprint(ds), "train": [rel(d) for d in train],
-                                 "val": [rel(d) for d in val]})
-            atomic_write(path, blob)
-        except OSError:
+            atomic_write(own, json.dumps({"fingerprint": _fingerprint(ds), "train": rel(train),
+                                          "val": None if ds.meta.get("val_is_test") else rel(val)}))
+            info["cache"] = str(own)
+        except (OSError, ValueError, TypeError):
             pass  # read-only data root: the draw is still deterministic from the seed
-    return replace(ds, train=train, val=val,
-                   meta={**ds.meta, "few_shot": {"shots": shots, "seed": seed, "cache": str(path) if use_cache else None,
-                                                 "reused": False}})
+    return replace(ds, train=train, val=val, meta={**ds.meta, "few_shot": info})
 
 
 def base_new_labels(labels, which: str) -> list[int]:
@@ -422,5 +544,6 @@ class ImageListDataset(Dataset):
 
 
 __all__ = ["DATASETS", "BASE_TO_NEW", "VARIANTS", "Datum", "DatasetSpec", "CoopDataset", "load_dataset",
-           "few_shot", "subsample_classes", "base_new_labels", "ImageListDataset", "open_image", "get_spec",
+           "few_shot", "read_dassl_fewshot", "OFFICIAL_SPLITS", "FOLDER_SPLIT_NOTE", "base_label",
+           "subsample_classes", "base_new_labels", "ImageListDataset", "open_image", "get_spec",
            "read_classnames", "scan_folders"]

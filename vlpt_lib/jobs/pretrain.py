@@ -3,14 +3,16 @@
     run(cfg, run_dir) -> {"export": <timm state dict file>, "history": [...], ...}
 
 What is this job's own: the student and its target (frozen CLIP image tower, or per-patch pixels),
-the masked-image data and the masked-patch loss. The loop, AdamW with timm's no-weight-decay rule
-(biases, norms, layer scales, the cls/mask tokens, the relative position tables), the per-iteration
-cosine schedule, DDP and resume come from `vlpt_lib.training`. The learning rate is quoted at
+the masked-image data and the masked-patch loss. The loop, AdamW (no weight decay on 1-D parameters,
+biases, pos_embed and cls_token: BEiT's pre-training rule, so the mask token and the shared relative
+position table are decayed), BEiT's per-iteration cosine_scheduler, DDP and resume come from
+`vlpt_lib.training`. The learning rate is quoted at
 `optim.lr_ref_batch` and scales linearly with the global batch (`optim.batch_size`, split evenly
 over DDP ranks). At the end rank 0 exports the backbone as a plain timm `Beit` state dict.
 
 Defaults = the paper recipe (ViT-B/16 student, CLIP ViT-B/16 teacher, ImageNet-1K, 300 epochs).
-[V] facts from the MVP paper; [A] assumptions the paper text leaves open, each with its public source.
+Every field names its source in `Field(description=...)` (the notebooks' recipe card): [V] facts from
+the MVP paper; [A] assumptions the paper text leaves open, each with its public source.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -40,67 +42,95 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Sources: "BEiT" = microsoft/unilm beit/, "beit2" = microsoft/unilm beit2/ (the official code the
+# issue #8 comparison used); "[V]" a fact of the MVP paper (shared/reference/mvp.md); "[A]" an assumption
+# where the paper leaves it open, with its public source; "[env]" how to run (left off the recipe card).
 class Clip(Strict):
     """The teacher: an open_clip model name + pretrained tag or weights file."""
-    model_name: str = "ViT-B-16"            # [V] CLIP ViT-B/16
-    pretrained: str = "openai"              # [V] OpenAI's weights (or a local file)
-    quick_gelu: bool | None = None          # True for a local OpenAI file loaded as ViT-B-16
+    model_name: str = Field("ViT-B-16", description="[V] MVP paper: the image tower of CLIP ViT-B/16 is the teacher")
+    pretrained: str = Field("openai", description="[V] MVP paper: OpenAI's CLIP (400M image-text pairs); "
+                            "a tag or a local weights file (workbook parameter clip_pretrained)")
+    quick_gelu: bool | None = Field(None, description="OpenAI's CLIP uses QuickGELU: None = models.clip.load_clip "
+                                    "decides from the weights (workbook parameter clip_quick_gelu)")
 
 
 class Student(Strict):
-    arch: str | dict = "beit_base"          # [V] ViT-B/16 (models.mvp.STUDENT_ARCHS: beit_base | mini | smoke | dict)
-    layer_scale_init: float = 0.1           # [A] BEiT/beit2 pre-training (--layer_scale_init_value 0.1)
-    shared_rel_pos_bias: bool = True        # [A] BEiT/beit2 pre-training: shared relative position bias, no abs pos
-    drop_path: float = 0.0                  # [A] beit2 PRETRAINING.md, 300-epoch settings
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # [A] beit2 --imagenet_default_mean_and_std (teacher: CLIP's own)
-    std: tuple[float, float, float] = IMAGENET_STD
+    arch: str | dict = Field("beit_base", description="[V] MVP paper: ViT-B/16 student = timm beit_base_patch16_224 "
+                             "(models.mvp.STUDENT_ARCHS: beit_base | mini | smoke | a dict)")
+    layer_scale_init: float = Field(0.1, description="[A] beit2 PRETRAINING.md --layer_scale_init_value 0.1")
+    shared_rel_pos_bias: bool = Field(True, description="[A] beit2 run_beitv2_pretraining.py defaults rel_pos_bias="
+                                      "True (shared table), abs_pos_emb=False")
+    drop_path: float = Field(0.0, description="[A] beit2 PRETRAINING.md: --drop_path 0. for 300 epochs")
+    init_std: float = Field(0.02, description="[A] BEiT/beit2 modeling_pretrain.py init_std 0.02: trunc_normal_ "
+                            "cut at +-std on tokens, head, Linear/Conv weights; fix_init_weight")
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="[A] beit2 PRETRAINING.md "
+                                             "--imagenet_default_mean_and_std (the teacher uses CLIP's own)")
+    std: tuple[float, float, float] = Field(IMAGENET_STD, description="[A] beit2 PRETRAINING.md "
+                                            "--imagenet_default_mean_and_std")
 
 
 class Data(Strict):
-    kind: Literal["imagenet", "synthetic"] = "imagenet"  # synthetic: in-memory images (tests, benchmarks)
-    root: str | None = None                 # folder holding imagenet/images/{train,val} (or imagenet/ itself)
-    split: str = "train"                    # [V] ImageNet-1K train
-    max_images: int | None = None           # cap on the pre-training images (None: the whole split)
-    min_crop_scale: float = 0.2             # [A] random resized crop scale (0.2, 1), bicubic (beit2 --min_crop_scale)
-    hflip: float = 0.5                      # [A] BEiT pre-training flip
-    color_jitter: float = 0.0               # [A] beit2: no colour jitter
-    num_workers: int = 0                    # [env] DataLoader workers (the notebook passes its knob)
-    n: int = 64                             # synthetic only: number of images
+    kind: Literal["imagenet", "synthetic"] = Field("imagenet", description="workbook parameter: an image folder, "
+                                                   "or synthetic in-memory images (tests, benchmarks)")
+    root: str | None = Field(None, description="workbook parameter: the profile's data root (holds imagenet/)")
+    split: str = Field("train", description="[V] MVP paper: ImageNet-1K train set")
+    max_images: int | None = Field(None, description="workbook parameter: cap on the pre-training images "
+                                   "(None: the whole split)")
+    min_crop_scale: float = Field(0.2, description="[A] beit2 PRETRAINING.md --min_crop_scale 0.2: random resized "
+                                  "crop scale (0.2, 1), bicubic")
+    hflip: float = Field(0.5, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT: "
+                         "RandomHorizontalFlip(p=0.5)")
+    color_jitter: float = Field(0.4, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT hard-codes "
+                                "ColorJitter(0.4, 0.4, 0.4), before flip and crop (shared/reference/mvp.md)")
+    num_workers: int = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
+    n: int = Field(64, description="[env] synthetic only: number of images")
 
 
 class Mask(Strict):
-    ratio: float = 0.3827                   # [A] BEiT block masking: 75 of 196 patches (75/196 = 0.3827)
-    min_block_fraction: float = 0.0816      # [A] blocks of at least 16 of 196 patches (16/196 = 0.0816)
-    min_aspect: float = 0.3                 # [A] BEiT: aspect ratio 0.3 .. 1/0.3
-    num_masking_patches: int | None = None  # an exact count instead of `ratio` (then min/max_num_patches apply)
-    min_num_patches: int = 16               # [A] BEiT (only with num_masking_patches)
-    max_num_patches: int | None = None      # [A] BEiT: None = the remaining count (only with num_masking_patches)
+    ratio: float = Field(0.3827, description="[A] BEiT/beit2 --num_mask_patches 75 of 196 patches (75/196)")
+    min_block_fraction: float = Field(0.0816, description="[A] BEiT masking_generator.py min_num_patches 16 of "
+                                      "196 (16/196)")
+    min_aspect: float = Field(0.3, description="[A] BEiT masking_generator.py min_aspect 0.3 (aspect 0.3 .. 1/0.3)")
+    num_masking_patches: int | None = Field(None, description="[A] an exact count instead of `ratio` (BEiT "
+                                            "--num_mask_patches); None: from the ratio")
+    min_num_patches: int = Field(16, description="[A] BEiT masking_generator.py min_num_patches 16 (only with "
+                                 "num_masking_patches)")
+    max_num_patches: int | None = Field(None, description="[A] BEiT masking_generator.py max_num_patches None = "
+                                        "the remaining count (only with num_masking_patches)")
 
 
 class Optim(Strict):
-    epochs: int = 300                       # [V] 300 epochs on ImageNet-1K
-    batch_size: int = 2048                  # [A] global batch (beit2 PRETRAINING.md: 128 per GPU x 16 GPUs)
-    lr: float = 1.5e-3                      # [A] beit2 300-epoch recipe, quoted at batch 2048
-    lr_ref_batch: int | None = 2048         # the batch `lr` is quoted at; None: no scaling
-    min_lr: float = 1e-5                    # [A] beit2: cosine to 1e-5
-    warmup_lr: float = 1e-6                 # [A] beit2: linear warm-up from 1e-6
-    warmup_epochs: float = 10               # [A] beit2: 10 warm-up epochs
-    weight_decay: float = 0.05              # [A] beit2
-    betas: tuple[float, float] = (0.9, 0.98)  # [A] beit2 --opt_betas 0.9 0.98
-    eps: float = 1e-8                       # [A] beit2 --opt_eps 1e-8
-    clip_grad: float | None = 3.0           # [A] beit2 --clip_grad 3.0
+    epochs: int = Field(300, description="[V] MVP paper: 300 epochs on ImageNet-1K")
+    batch_size: int = Field(2048, description="[A] beit2 PRETRAINING.md: 128 per GPU x 16 GPUs = global 2048")
+    lr: float = Field(1.5e-3, description="[A] beit2 PRETRAINING.md --lr 1.5e-3 (at global batch 2048)")
+    lr_ref_batch: int | None = Field(2048, description="[A] the batch `lr` is quoted at; linear scaling for another "
+                                     "batch (BEiT does not scale); None: lr used as is")
+    schedule: Literal["beit_cosine"] = Field("beit_cosine", description="BEiT/beit2 utils.cosine_scheduler per "
+                                             "iteration: linear warm-up (linspace), then cosine to min_lr")
+    min_lr: float = Field(1e-5, description="[A] BEiT/beit2 run_*_pretraining.py --min_lr default 1e-5")
+    warmup_lr: float = Field(0.0, description="[A] BEiT/beit2 run_*_pretraining.py call cosine_scheduler without "
+                             "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
+    warmup_epochs: float = Field(10, description="[A] beit2 PRETRAINING.md --warmup_epochs 10")
+    weight_decay: float = Field(0.05, description="[A] BEiT/beit2 --weight_decay 0.05, constant; not on pos_embed, "
+                                "cls_token, 1-D, .bias (optim_factory.py): the mask token and rel-pos table ARE "
+                                "decayed")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="[A] beit2 PRETRAINING.md: --opt_betas 0.9 0.98 "
+                                       "for 300 epochs")
+    eps: float = Field(1e-8, description="[A] beit2 PRETRAINING.md --opt_eps 1e-8")
+    clip_grad: float | None = Field(3.0, description="[A] beit2 PRETRAINING.md --clip_grad 3.0")
 
 
 class Config(Strict):
-    seed: int = 0
-    device: str = "auto"                    # [env]
-    precision: str = "auto"                 # [env] auto: bf16 autocast on CUDA, fp32 on CPU
-    threads: int | None = None              # [env] CPU intra-op threads (None: torch's default)
-    compile: bool = False                   # torch.compile the student
-    target: Literal["clip", "pixel"] = "clip"  # clip = MVP; pixel = MAE's norm_pix target (unimodal baseline)
-    # [A] target = CLIP patch tokens after ln_post x visual proj (beit2 VQ-KD teacher, EVA-01);
-    # loss auto: 1 - cosine for the CLIP target (EVA-01 "negative cosine"), MSE for pixels (MAE)
-    loss: Literal["auto", "cosine", "mse"] = "auto"
+    seed: int = Field(0, description="workbook parameter: the run's seed")
+    device: str = Field("auto", description="[env] auto: CUDA if present")
+    precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
+    threads: int | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
+    compile: bool = Field(False, description="[env] torch.compile the student")
+    target: Literal["clip", "pixel"] = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x "
+                                             "visual proj ([A] beit2 VQ-KD teacher, EVA-01); pixel = normalised "
+                                             "pixels (MAE norm_pix), the unimodal baseline row")
+    loss: Literal["auto", "cosine", "mse"] = Field("auto", description="[A] auto: 1 - cosine for the CLIP target "
+                                                   "(EVA-01 negative cosine), MSE for pixels (MAE), masked positions")
     clip: Clip = Clip()
     student: Student = Student()
     data: Data = Data()
@@ -110,11 +140,14 @@ class Config(Strict):
 
 class Init(Strict):
     """Where a downstream job (finetune, segment) starts: an exported student, or scratch."""
-    checkpoint: str | None = None           # the export of this job (None: random init = the Scratch row)
-    model_name: str = "beit_base_patch16_224"
-    # MVPStudent("beit_base").timm_kwargs(): the layout this job exports
-    kwargs: dict = {"img_size": 224, "init_values": 0.1, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
-                    "use_shared_rel_pos_bias": False}
+    checkpoint: str | None = Field(None, description="workbook parameter: notebook 10's export of the row's target "
+                                   "(None: random init = the Scratch row)")
+    model_name: str = Field("beit_base_patch16_224", description="[V] ViT-B/16: the timm model the pretrain job "
+                            "exports")
+    kwargs: dict = Field({"img_size": 224, "init_values": 0.1, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
+                          "use_shared_rel_pos_bias": False},
+                         description="[A] BEiT fine-tuning layout (run_class_finetuning.py --rel_pos_bias): the shared "
+                         "table copied into every block, layer scale 0.1 (models.mvp.export_kwargs)")
 
 
 # ----- data ---------------------------------------------------------------------------------------
@@ -138,14 +171,15 @@ class MaskedImages(Dataset):
 
 
 def pretrain_transform(img_size: int, data: Data):
-    """BEiT's pre-training view: random resized crop (scale min_crop_scale..1, bicubic) + flip (+ jitter)."""
-    ops = [v2.ToImage(),
-           v2.RandomResizedCrop(img_size, scale=(data.min_crop_scale, 1.0),
-                                interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-           v2.RandomHorizontalFlip(data.hflip)]
+    """BEiT's pre-training view in BEiT's order (datasets.py DataAugmentationForBEiT): ColorJitter(j, j, j)
+    (hue 0), horizontal flip, random resized crop (scale min_crop_scale..1, bicubic)."""
+    ops = [v2.ToImage()]
     if data.color_jitter:
         ops.append(v2.ColorJitter(data.color_jitter, data.color_jitter, data.color_jitter))
-    ops.append(v2.ToDtype(torch.float32, scale=True))
+    ops += [v2.RandomHorizontalFlip(data.hflip),
+            v2.RandomResizedCrop(img_size, scale=(data.min_crop_scale, 1.0),
+                                 interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.ToDtype(torch.float32, scale=True)]
     return v2.Compose(ops)
 
 
@@ -178,7 +212,8 @@ def build_student_and_target(cfg: Config, device: torch.device):
     patch = int(arch_spec(s.arch)[1].get("patch_size", 16))
     target = build_target(cfg.target, None, clip_model, precision=cfg.precision, patch=patch, mean=s.mean, std=s.std)
     student = MVPStudent(s.arch, target_dim=target.out_dim, layer_scale_init=s.layer_scale_init,
-                         shared_rel_pos_bias=s.shared_rel_pos_bias, drop_path=s.drop_path, mean=s.mean, std=s.std)
+                         shared_rel_pos_bias=s.shared_rel_pos_bias, drop_path=s.drop_path, mean=s.mean, std=s.std,
+                         init_std=s.init_std)
     return student.to(device), target.to(device)
 
 
@@ -203,9 +238,8 @@ def run(cfg: dict, run_dir) -> dict:
     lr = optim.scaled_lr(o.lr, o.batch_size, o.lr_ref_batch)
     opt = optim.create_optimizer(student, opt="adamw", lr=lr, weight_decay=o.weight_decay, betas=o.betas,
                                  eps=o.eps, device=device)
-    sched = optim.create_scheduler(opt, "cosine", steps_per_epoch=len(loader), epochs=o.epochs,
-                                   warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr,
-                                   warmup_prefix=False)
+    sched = optim.create_scheduler(opt, o.schedule, steps_per_epoch=len(loader), epochs=o.epochs,
+                                   warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
     kind = loss_kind(cfg)
     grid = student.grid
 

@@ -5,8 +5,10 @@
 
 `Config` holds every default: CoCoOp's published recipe; CoOp's differences are in METHOD_DEFAULTS
 (filled in for the keys a cfg does not set). The recipe: SGD, the first `warmup_epochs` at the
-constant `warmup_lr` (Dassl's ConstantWarmupScheduler), then cosine per epoch over `epochs`
-(`training.optim.DasslCosine`); the final-epoch model is evaluated.
+constant `warmup_lr` (Dassl's ConstantWarmupScheduler), then cosine per epoch over `epochs` started
+again after the warm-up (WARMUP_RECOUNT; `training.optim.DasslCosine`); Dassl's few-shot draw
+(`data.coop.few_shot`); the last partial batch dropped when the data holds a full one; the final-epoch
+model is evaluated. Only official splits, unless `allow_folder_split` (rows then say "(folder split)").
 
 Training runs through the one loop (`vlpt_lib.training.loop`): the global batch is split over ranks,
 DDP averages the prompt learner's gradients (CLIP is frozen), the checkpoint holds only the prompt
@@ -22,7 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torchvision import transforms as T
 
 from ..data import coop
@@ -37,6 +39,10 @@ from ..utils.progress import get_logger
 # Sources (github.com/KaiyangZhou/CoOp): configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml (the
 # Config defaults), scripts/cocoop/base2new_train.sh and xd_train.sh (16 shots, seeds 1 2 3), Dassl's
 # optimiser defaults (OPTIM.MOMENTUM 0.9, OPTIM.WEIGHT_DECAY 5e-4), TEST.FINAL_MODEL "last_step".
+# Every field's `description` names its source: the recipe card (vlpt_lib.workbook.recipe) shows them.
+COCOOP_CFG = "CoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
+BOTH = "CoOp configs/trainers/{CoCoOp,CoOp}/vit_b16_*ctxv1.yaml"
+DASSL_DEFAULTS = "Dassl config/defaults.py"
 #
 # CoOp's own recipe, where it differs from CoCoOp's (the values a CoOp cfg gets for keys it leaves out):
 METHOD_DEFAULTS: dict[str, dict] = {
@@ -51,16 +57,19 @@ METHOD_DEFAULTS: dict[str, dict] = {
 class ClipSpec(BaseModel):
     """The frozen CLIP: an open_clip model name + a tag or weights file (vlpt_lib.models.clip.load_clip)."""
     model_config = ConfigDict(extra="forbid")
-    model_name: str = "ViT-B-16"       # CoCoOp paper: CLIP ViT-B/16
-    pretrained: str | None = "openai"  # OpenAI's weights (a tag, or a local file)
-    quick_gelu: bool | None = None     # None: the tag's own setting; True for a local OpenAI file
+    model_name: str = Field("ViT-B-16", description=f"{BOTH} MODEL.BACKBONE.NAME ViT-B/16")
+    pretrained: str | None = Field("openai", description="OpenAI's weights (CoOp clip/clip.py _MODELS): an "
+                                                         "open_clip tag or a local file")
+    quick_gelu: bool | None = Field(None, description="OpenAI CLIP's QuickGELU (CoOp clip/model.py); None: the "
+                                                      "tag's open_clip cfg (openai: True)")
 
 
 class EvalTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dataset: str
-    subsample: Literal["all", "base", "new"] = "all"
-    split: str | None = None           # the rows' split label; None: "base"/"new", or "test" for "all"
+    dataset: str = Field(description="workbook parameter (targets / variants)")
+    subsample: Literal["all", "base", "new"] = Field("all", description="CoOp scripts/cocoop/base2new_test.sh "
+                                                                        "DATASET.SUBSAMPLE_CLASSES")
+    split: str | None = Field(None, description="workbook parameter: the rows' split label (None: base/new/test)")
 
     def label(self) -> str:
         return self.split or (self.subsample if self.subsample in ("base", "new") else "test")
@@ -68,35 +77,50 @@ class EvalTarget(BaseModel):
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    method: Literal["CLIP", "CoOp", "CoCoOp"] = "CoCoOp"
-    data_root: str                     # the folder holding imagenet/, caltech-101/, ... (or a generated world)
+    method: Literal["CLIP", "CoOp", "CoCoOp"] = Field(
+        "CoCoOp", description="workbook parameter (methods): CoOp trainers/zsclip.py, coop.py, cocoop.py")
+    data_root: str = Field(description="workbook parameter: the folder holding imagenet/, caltech-101/, ...")
     clip: ClipSpec = ClipSpec()
     # what to train on
-    dataset: str = "Caltech101"         # [A] any dataset of Table 1; the notebooks always name one
-    subsample: Literal["all", "base", "new"] = "base"  # base2new_train.sh: DATASET.SUBSAMPLE_CLASSES base
-    shots: int = 16                    # DATASET.NUM_SHOTS 16
-    seed: int = 1                      # the scripts' seeds are 1, 2, 3
-    eval: list[EvalTarget] | None = None  # None: base + new of `dataset` (subsample base), else its test set
-    # the recipe: vit_b16_c4_ep10_batch1_ctxv1.yaml
-    n_ctx: int = 4                     # TRAINER.COCOOP.N_CTX 4 (ignored when ctx_init sets the words)
-    ctx_init: str | None = "a photo of a"  # TRAINER.COCOOP.CTX_INIT; None or "": random N(0, 0.02)
-    epochs: int = 10                   # OPTIM.MAX_EPOCH 10
-    batch_size: int = 1                # DATALOADER.TRAIN_X.BATCH_SIZE 1 (global; split over DDP ranks)
-    lr: float = 0.002                  # OPTIM.LR 0.002, OPTIM.NAME sgd, LR_SCHEDULER cosine
-    momentum: float = 0.9              # Dassl default
-    weight_decay: float = 5e-4         # Dassl default, on every learned parameter
-    warmup_epochs: int = 1             # OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant
-    warmup_lr: float = 1e-5            # OPTIM.WARMUP_CONS_LR 1e-5
-    augment: bool = True               # INPUT.TRANSFORMS random_resized_crop, random_flip, normalize
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # torchvision's RandomResizedCrop default (Dassl's)
-    test_batch_size: int = 100         # DATALOADER.TEST.BATCH_SIZE 100
+    dataset: str = Field("Caltech101", description="workbook parameter (datasets / source)")
+    subsample: Literal["all", "base", "new"] = Field(
+        "base", description="CoOp scripts/cocoop/base2new_train.sh DATASET.SUBSAMPLE_CLASSES base (xd_train.sh: all)")
+    shots: int = Field(16, description="CoOp scripts/cocoop/base2new_train.sh, xd_train.sh SHOTS=16")
+    seed: int = Field(1, description="workbook parameter (seeds; CoOp's scripts run 1, 2, 3)")
+    eval: list[EvalTarget] | None = Field(
+        None, description="workbook parameter: None = base + new of `dataset` (base2new_test.sh), else these sets")
+    allow_folder_split: bool = Field(
+        False, description="[A] official split_zhou_<Name>.json only (CoOp DATASETS.md); True: your own data "
+                           "split from class folders, rows labelled '(folder split)'")
+    # the recipe
+    n_ctx: int = Field(4, description=f"{COCOOP_CFG} N_CTX 4 (with ctx_init: its word count)")
+    ctx_init: str | None = Field("a photo of a", description=f"{BOTH} CTX_INIT ('' : random N(0, 0.02))")
+    epochs: int = Field(10, description="CoOp configs/trainers/ OPTIM.MAX_EPOCH: 10 (CoCoOp/vit_b16_c4_ep10_batch1_"
+                                        "ctxv1.yaml); CoOp 200 (CoOp/vit_b16_ctxv1.yaml), ImageNet 50 "
+                                        "(CoOp/vit_b16_ep50_ctxv1.yaml)")
+    batch_size: int = Field(1, description=f"{BOTH} DATALOADER.TRAIN_X.BATCH_SIZE: CoCoOp 1, CoOp 32 (global); "
+                                           "partial last batch dropped if a full one exists (Dassl build_data_loader)")
+    lr: float = Field(0.002, description=f"{BOTH} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
+    momentum: float = Field(0.9, description=f"{DASSL_DEFAULTS} OPTIM.MOMENTUM 0.9, SGD_NESTEROV False, "
+                                             "SGD_DAMPNING 0")
+    weight_decay: float = Field(5e-4, description=f"{DASSL_DEFAULTS} OPTIM.WEIGHT_DECAY 5e-4 (every learned "
+                                                  "parameter)")
+    warmup_epochs: int = Field(1, description=f"{BOTH} OPTIM.WARMUP_EPOCH 1, constant; {DASSL_DEFAULTS} "
+                                              "WARMUP_RECOUNT True (cosine starts after it)")
+    warmup_lr: float = Field(1e-5, description=f"{BOTH} OPTIM.WARMUP_CONS_LR 1e-5")
+    augment: bool = Field(True, description=f"{BOTH} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description=f"{DASSL_DEFAULTS} INPUT.RRCROP_SCALE (0.08, 1.0)")
+    test_batch_size: int = Field(100, description=f"{BOTH} DATALOADER.TEST.BATCH_SIZE 100")
     # how to run
-    precision: str = "auto"            # CPU fp32, CUDA bf16 autocast (the official code runs CLIP in fp16)
-    device: str = "auto"
-    num_workers: int = 0
-    threads: int | None = None         # CPU threads (None: torch's default)
-    text_chunk: int = 2048             # most prompts per text-encoder pass (bounds memory; exact)
-    load_from: str | None = None       # a finished run folder of this job: evaluate its prompts, no training
+    precision: str = Field("auto", description="[env] CPU fp32, CUDA bf16 autocast with fp32 weights (CoOp "
+                                               "TRAINER.*.PREC fp16: CLIP in half precision)")
+    device: str = Field("auto", description="[env] auto: CUDA when present")
+    num_workers: int = Field(0, description="[env] data-loading workers (CoOp configs: 8)")
+    threads: int | None = Field(None, description="[env] CPU threads (None: torch's default)")
+    text_chunk: int = Field(2048, description="[env] most prompts per text-encoder pass (bounds memory; exact)")
+    load_from: str | None = Field(None, description="[env] a finished run folder of this job: evaluate its "
+                                                    "prompts, no training")
 
     @model_validator(mode="before")
     @classmethod
@@ -134,7 +158,8 @@ def make_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
-    """Constant warm-up at warmup_lr, then cosine per epoch counted from epoch 0 over all epochs."""
+    """Constant warm-up at warmup_lr, then cosine per epoch restarted after the warm-up (Dassl's
+    ConstantWarmupScheduler with WARMUP_RECOUNT): epoch e >= W runs at 0.5 lr (1 + cos(pi (e - W) / epochs))."""
     return optim.create_scheduler(optimizer, "dassl_cosine", steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
                                   warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, lr=cfg.lr)
 
@@ -178,25 +203,39 @@ def run(cfg: dict, run_dir) -> dict:
         model.prompt_learner.load_state_dict(state["model"])
         train_info = {"loaded_from": str(cfg.load_from), "epoch": state["epoch"] + 1}
     elif cfg.method != "CLIP":
-        full = coop.load_dataset(cfg.dataset, root)
-        train_ds = coop.subsample_classes(coop.few_shot(full, cfg.shots, cfg.seed), cfg.subsample)
+        full = coop.load_dataset(cfg.dataset, root, allow_folder_split=cfg.allow_folder_split)
+        shots = coop.few_shot(full, cfg.shots, cfg.seed)
+        train_ds = coop.subsample_classes(shots, cfg.subsample)
         model.set_classnames(train_ds.classnames)
-        train_info = {"dataset": train_ds.name, "subsample": cfg.subsample, "classes": train_ds.num_classes,
-                      "images": len(train_ds.train)}
+        train_info = {"dataset": train_ds.label, "subsample": cfg.subsample, "classes": train_ds.num_classes,
+                      "images": len(train_ds.train), "split_source": train_ds.split_source,
+                      "few_shot": shots.meta.get("few_shot")}
         history = train(model, train_ds, cfg, device, run_dir)
     results = evaluate_all(model, bundle, cfg, root, device, log)
+    # rows: the tidy table's columns; a folder-built split shows in the dataset name ("<Name> (folder split)")
     rows = [{"method": cfg.method, "dataset": r["dataset"], "split": r["split"], "seed": cfg.seed,
              "metric": "acc", "value": r["acc"], "run_id": run_dir.name} for r in results]
     return {"rows": rows, "eval": results, "train": train_info, "history": history,
             "world_size": distributed.world_size(), "device": str(device), "seconds": round(time.time() - start, 2)}
 
 
+def drop_last(n_images: int, batch_size: int) -> bool:
+    """Dassl's build_data_loader: the train loader drops the last partial batch when the data holds at
+    least one full batch (`drop_last = is_train and len(data_source) >= batch_size`)."""
+    return n_images >= batch_size
+
+
+def make_train_loader(data, cfg: Config, device: torch.device | None = None):
+    """The training loader of the one loop with Dassl's drop_last rule (batch_size is global)."""
+    return loop.make_loader(data, batch_size=cfg.batch_size, seed=cfg.seed,
+                            drop_last=drop_last(len(data), cfg.batch_size), num_workers=cfg.num_workers,
+                            device=device)
+
+
 def train(model: PromptCLIP, train_ds, cfg: Config, device: torch.device, run_dir: Path) -> list[dict]:
     """The prompt learner through the one loop; the checkpoint holds the learner only (CLIP is frozen)."""
     data = coop.ImageListDataset(train_ds.train, train_transform(model.clip, cfg.augment, cfg.crop_scale))
-    # drop_last=False: the last, smaller batch is trained on too (Dassl's train loader)
-    loader = loop.make_loader(data, batch_size=cfg.batch_size, seed=cfg.seed, drop_last=False,
-                              num_workers=cfg.num_workers, device=device)
+    loader = make_train_loader(data, cfg, device)
     opt = make_optimizer(model.trainable_parameters(), cfg)
     sched = make_scheduler(opt, cfg, len(loader))
 
@@ -207,7 +246,7 @@ def train(model: PromptCLIP, train_ds, cfg: Config, device: torch.device, run_di
                 "train_acc": 100.0 * (logits.argmax(-1) == labels).float().mean()}
 
     return loop.train(model, data, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,
-                      batch_size=cfg.batch_size, seed=cfg.seed, drop_last=False, precision=cfg.precision,
+                      batch_size=cfg.batch_size, seed=cfg.seed, drop_last=loader.drop_last, precision=cfg.precision,
                       num_workers=cfg.num_workers, state_module=model.prompt_learner,
                       ddp_kwargs={"broadcast_buffers": False}, desc=f"{cfg.method} {train_ds.name}", loader=loader)
 
@@ -228,15 +267,16 @@ def evaluate_all(model: PromptCLIP, bundle, cfg: Config, root: Path, device: tor
     for target in eval_targets(cfg):
         name, split = target.dataset, target.label()
         if name not in loaded:
-            loaded[name] = coop.load_dataset(name, root)
+            loaded[name] = coop.load_dataset(name, root, allow_folder_split=cfg.allow_folder_split)
         ds = coop.subsample_classes(loaded[name], target.subsample)
         model.set_classnames(ds.classnames, template=ds.template)
         res = evaluate_classifier(model, coop.ImageListDataset(ds.test, bundle.preprocess_val), device=device,
                                   batch_size=cfg.test_batch_size, precision=cfg.precision,
                                   num_workers=cfg.num_workers, num_classes=ds.num_classes,
                                   desc=f"eval {cfg.method} {name} {split}")
-        results.append({"dataset": ds.name, "split": split, "subsample": target.subsample,
-                        "classes": ds.num_classes, "n": res["n"], "acc": res["top1"]})
+        results.append({"dataset": ds.label, "split": split, "subsample": target.subsample,
+                        "split_source": ds.split_source, "classes": ds.num_classes, "n": res["n"],
+                        "acc": res["top1"]})
         log.info("%s on %s (%s, %d classes): %.2f%% of %d", cfg.method, ds.name, split, ds.num_classes,
                  res["top1"], res["n"])
     return results

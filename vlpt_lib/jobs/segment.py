@@ -4,7 +4,8 @@
 
 What is this job's own: the joint image + mask transforms (crop 512, random rescale of (2048, 512)
 by 0.5-2.0, random crop with at most 75 % of one class, flip, photometric distortion), the UperNet
-model with its auxiliary FCN head (loss weight 0.4), BEiT's layer-decay parameter groups for it, and
+model (decoder 768 channels) with its auxiliary FCN head (256 channels, loss weight 0.4), BEiT's mmseg
+LayerDecayOptimizerConstructor groups over the full backbone depth (models.segmentation), and
 the test: the image rescaled to the short side of img_scale, sliding window (crop, stride), logits
 resized to the label's size, mIoU from dataset-wide intersections and unions (exact under DDP),
 label 0 ignored via reduce_zero_label (done by the ADE20K loader). The loop, AdamW, the
@@ -13,7 +14,8 @@ per-iteration poly schedule with linear warm-up, DDP and resume come from `vlpt_
 Iteration-based like mmseg (160k x 16): the loop runs ceil(iters / steps per epoch) epochs and stops
 at `optim.iters` steps; a checkpoint per epoch, evaluation every `eval_every` epochs and at the end.
 
-Defaults = BEiT's ADE20K recipe (upernet_beit_base_12_512_slide_160k_ade20k).
+Defaults = BEiT's ADE20K recipe (upernet_beit_base_12_512_slide_160k_ade20k); every field names its
+source in `Field(description=...)` (the notebooks' recipe card).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -45,22 +47,31 @@ from ..utils.progress import get_logger
 from .pretrain import Init, Strict
 
 
+# Sources: "BEiT upernet config" = microsoft/unilm beit/semantic_segmentation/configs/beit/upernet/
+# upernet_beit_base_12_512_slide_160k_ade20k_pt.py and the _base_ files it includes (models/upernet_beit.py,
+# datasets/ade20k.py, schedules/schedule_160k.py); "[A]" where we choose, with the reason; "[env]" how to run.
 class Data(Strict):
-    kind: Literal["ade20k", "synthetic"] = "ade20k"  # synthetic: in-memory scenes (tests)
-    root: str | None = None                 # folder holding ADEChallengeData2016/ (or that folder itself)
-    crop: int = 512                         # [V] crop 512
-    img_scale: tuple[int, int] = (2048, 512)  # [V] mmseg img_scale (2048, 512)
-    ratio_range: tuple[float, float] = (0.5, 2.0)  # [V] random rescale 0.5-2.0
-    cat_max_ratio: float = 0.75             # [V] RandomCrop cat_max_ratio
-    photometric: bool = True                # [V] PhotoMetricDistortion
-    stride: int | None = 341                # [V] slide inference stride 341 (None: ceil(2/3 crop))
-    max_train: int | None = None            # caps (None: the whole split)
-    max_val: int | None = None
-    num_workers: int = 0                    # [env] DataLoader workers (the notebook passes its knob)
-    num_classes: int | None = None          # None: the dataset's (150 for ADE20K); synthetic: 4
-    n: int = 16                             # synthetic only: train / val sizes and image size (None: crop)
-    n_val: int = 4
-    size: int | None = None
+    kind: Literal["ade20k", "synthetic"] = Field("ade20k", description="workbook parameter: ADEChallengeData2016, "
+                                                 "or synthetic in-memory scenes (tests)")
+    root: str | None = Field(None, description="workbook parameter: the profile's data root (holds "
+                             "ADEChallengeData2016/)")
+    crop: int = Field(512, description="BEiT upernet config: crop_size (512, 512)")
+    img_scale: tuple[int, int] = Field((2048, 512), description="BEiT _base_/datasets/ade20k.py: Resize img_scale "
+                                       "(2048, 512) (train and test)")
+    ratio_range: tuple[float, float] = Field((0.5, 2.0), description="BEiT _base_/datasets/ade20k.py: Resize "
+                                             "ratio_range (0.5, 2.0)")
+    cat_max_ratio: float = Field(0.75, description="BEiT _base_/datasets/ade20k.py: RandomCrop cat_max_ratio 0.75")
+    photometric: bool = Field(True, description="BEiT _base_/datasets/ade20k.py: PhotoMetricDistortion")
+    stride: int | None = Field(341, description="BEiT upernet config: test_cfg slide, stride (341, 341) "
+                               "(None: ceil(2/3 crop))")
+    max_train: int | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
+    max_val: int | None = Field(None, description="workbook parameter: cap on the val images (None: all)")
+    num_workers: int = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
+    num_classes: int | None = Field(None, description="BEiT upernet config: num_classes 150 (None: the dataset's; "
+                                    "label 0 ignored, reduce_zero_label)")
+    n: int = Field(16, description="[env] synthetic only: train scenes")
+    n_val: int = Field(4, description="[env] synthetic only: val scenes")
+    size: int | None = Field(None, description="[env] synthetic only: scene size (None: crop)")
 
     @model_validator(mode="after")
     def _default_stride(self):
@@ -70,40 +81,52 @@ class Data(Strict):
 
 
 class Model(Strict):
-    decoder_channels: int = 512             # [V] UperHead channels 512
-    aux_channels: int = 256                 # [V] auxiliary FCNHead channels 256
-    aux_weight: float = 0.4                 # [V] auxiliary loss weight 0.4
-    out_indices: list[int] | None = None    # None: blocks 4, 6, 8, 12 of 12 (same relative depths when shallower)
+    """UperNet on the ViT pyramid ([A] segmentation_models_pytorch's UPerNetDecoder in place of mmseg's UPerHead;
+    SyncBatchNorm under DDP, as mmseg's SyncBN)."""
+    decoder_channels: int = Field(768, description="BEiT upernet config: decode_head channels=768 (UPerHead, pool "
+                                  "scales 1, 2, 3, 6)")
+    aux_channels: int = Field(256, description="BEiT _base_/models/upernet_beit.py: auxiliary FCNHead channels 256, "
+                              "in_index 2")
+    aux_weight: float = Field(0.4, description="BEiT _base_/models/upernet_beit.py: auxiliary loss_weight 0.4")
+    out_indices: list[int] | None = Field(None, description="BEiT upernet config: out_indices [3, 5, 7, 11] "
+                                          "(None: those, at the same relative depths when shallower)")
 
 
 class Optim(Strict):
-    iters: int = 160_000                    # [V] 160k iterations
-    batch_size: int = 16                    # [V] 16 images per iteration (global)
-    lr: float = 7e-4                        # [V] BEiT v1 ADE20K config, quoted at batch 16
-    lr_ref_batch: int | None = 16           # the batch `lr` is quoted at; None: no scaling
-    min_lr: float = 0.0                     # [V] poly to 0
-    warmup_iters: int = 1500                # [V] 1500 linear warm-up iterations
-    warmup_lr: float = 7e-10                # [V] mmseg warmup_ratio 1e-6 of the lr
-    power: float = 1.0                      # [V] poly power 1
-    weight_decay: float = 0.05              # [V]
-    layer_decay: float = 0.65               # [V] layer_decay_rate 0.65
-    drop_path: float = 0.1                  # [V] drop_path_rate 0.1
-    betas: tuple[float, float] = (0.9, 0.999)  # [V] AdamW betas
-    eps: float = 1e-8
-    clip_grad: float | None = None          # [V] no clipping
+    iters: int = Field(160_000, description="BEiT _base_/schedules/schedule_160k.py: max_iters 160000")
+    batch_size: int = Field(16, description="BEiT upernet config: samples_per_gpu 2 x 8 GPUs = global 16")
+    lr: float = Field(7e-4, description="BEiT upernet config: AdamW lr 7e-4 (at batch 16)")
+    lr_ref_batch: int | None = Field(16, description="[A] the batch `lr` is quoted at; linear scaling for another "
+                                     "batch (BEiT does not scale); None: lr used as is")
+    schedule: Literal["poly"] = Field("poly", description="BEiT upernet config: lr_config policy poly, linear "
+                                      "warm-up, by iteration")
+    min_lr: float = Field(0.0, description="BEiT upernet config: poly min_lr 0.0")
+    warmup_iters: int = Field(1500, description="BEiT upernet config: warmup_iters 1500, linear")
+    warmup_lr: float = Field(7e-10, description="BEiT upernet config: warmup_ratio 1e-6 of lr 7e-4")
+    power: float = Field(1.0, description="BEiT upernet config: poly power 1.0")
+    weight_decay: float = Field(0.05, description="BEiT upernet config: weight_decay 0.05; not on 1-D and .bias "
+                                "(LayerDecayOptimizerConstructor): cls token and rel-pos tables ARE decayed")
+    layer_decay: float = Field(0.65, description="BEiT upernet config: LayerDecayOptimizerConstructor num_layers 12, "
+                               "layer_decay_rate 0.65: scale 0.65^(13-id), decoder and heads id 13")
+    drop_path: float = Field(0.1, description="BEiT upernet config: backbone drop_path_rate 0.1")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="BEiT upernet config: AdamW betas (0.9, 0.999)")
+    eps: float = Field(1e-8, description="BEiT upernet config: AdamW eps (torch default 1e-8)")
+    clip_grad: float | None = Field(None, description="BEiT upernet config: optimizer_config grad_clip None")
 
 
 class Config(Strict):
-    seed: int = 0
-    device: str = "auto"                    # [env]
-    precision: str = "auto"                 # [env] auto: bf16 autocast on CUDA, fp32 on CPU
-    threads: int | None = None              # [env]
-    method: str = "MVP"                     # the table row this run fills
-    examples: int = 4                       # validation predictions kept for the figure
-    eval_every: int = 0                     # evaluate every n epochs; 0: only at the end
-    # [A] decoder: segmentation_models_pytorch's UPerNetDecoder in place of mmseg's UPerHead; SyncBatchNorm under DDP
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    seed: int = Field(0, description="workbook parameter: the run's seed")
+    device: str = Field("auto", description="[env] auto: CUDA if present")
+    precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
+    threads: int | None = Field(None, description="[env] CPU intra-op threads")
+    method: str = Field("MVP", description="workbook parameter: the table row this run fills")
+    examples: int = Field(4, description="[env] validation predictions kept for the figure")
+    eval_every: int = Field(0, description="[A] evaluate every n epochs; 0: only at the end (BEiT's mmseg evaluates "
+                            "every 16k iterations; the table reports the final model)")
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="BEiT _base_/datasets/ade20k.py img_norm_cfg "
+                                             "(ImageNet mean x 255)")
+    std: tuple[float, float, float] = Field(IMAGENET_STD, description="BEiT _base_/datasets/ade20k.py img_norm_cfg "
+                                            "(ImageNet std x 255)")
     init: Init = Init()
     data: Data = Data()
     model: Model = Model()
@@ -240,7 +263,7 @@ def run(cfg: dict, run_dir) -> dict:
     lr = optim.scaled_lr(o.lr, o.batch_size, o.lr_ref_batch)
     opt = optim.create_optimizer(layer_decay_param_groups(model, o.weight_decay, o.layer_decay), opt="adamw", lr=lr,
                                  weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, device=device)
-    sched = optim.create_scheduler(opt, "poly", steps_per_epoch=len(loader), total_steps=o.iters,
+    sched = optim.create_scheduler(opt, o.schedule, steps_per_epoch=len(loader), total_steps=o.iters,
                                    warmup_steps=o.warmup_iters, warmup_lr=o.warmup_lr, min_lr=o.min_lr, power=o.power,
                                    warmup_prefix=False)
     epochs = math.ceil(o.iters / len(loader))

@@ -4,7 +4,9 @@
     bundle = load_clip("vlpt-mini-clip", "/runs/.../mini_clip.pt")  # the small CLIP of the mini world
 
 Both go through the same `open_clip.create_model_and_transforms` call, so the mini run exercises the
-real loading path. Models never train: the mini CLIP is trained by the job `vlpt_lib.jobs.clip_train`;
+real loading path. OpenAI's CLIP uses QuickGELU: a tag whose open_clip pretrained cfg says quick_gelu
+(e.g. "openai") always builds it, downloaded or cached; a local OpenAI file needs quick_gelu=True (the
+paper profile passes it, `vlpt_lib.workbook.profiles.resolve`). Models never train: the mini CLIP is trained by the job `vlpt_lib.jobs.clip_train`;
 which CLIP a profile uses is the workbook's business (`vlpt_lib.workbook.profiles`).
 """
 from __future__ import annotations
@@ -53,12 +55,21 @@ def cached_weights(model_name: str, tag: str) -> Path | None:
     return None
 
 
+def tag_quick_gelu(model_name: str, tag: str | None) -> bool:
+    """Whether the weights of an open_clip tag were trained with QuickGELU (OpenAI's are)."""
+    if not tag or _is_path(str(tag)):
+        return False
+    return bool((open_clip.get_pretrained_cfg(model_name, tag) or {}).get("quick_gelu", False))
+
+
 def load_clip(model_name: str, pretrained: str | None, device: str | torch.device = "cpu",
               quick_gelu: bool | None = None) -> ClipBundle:
     """Build `model_name` with weights from an open_clip tag or a local file; eval mode, fp32.
 
-    A tag already in the local cache loads without touching the network. OpenAI's weights need
-    QuickGELU: the tag sets it; for a local OpenAI file pass quick_gelu=True (or use ViT-B-16-quickgelu).
+    A tag already in the local cache loads without touching the network. QuickGELU (force_quick_gelu):
+    quick_gelu=True, or quick_gelu=None and a tag whose weights were trained with it (OpenAI's), on
+    every path: cached or downloaded (open_clip alone builds GELU for ViT-B-16 + "openai" and only
+    warns). For a local OpenAI file pass quick_gelu=True (or use ViT-B-16-quickgelu).
     """
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown CLIP model {model_name!r}; open_clip knows e.g. ViT-B-16, ViT-B-32, vlpt-mini-clip")
@@ -69,10 +80,11 @@ def load_clip(model_name: str, pretrained: str | None, device: str | torch.devic
             f"(one of {open_clip.list_pretrained_tags_by_model(model_name) or 'none for this model'})."
         )
     source = pretrained
+    if quick_gelu is None:
+        quick_gelu = tag_quick_gelu(model_name, pretrained)
     if pretrained and _is_path(str(pretrained)):
         source = str(Path(pretrained).expanduser())
     elif pretrained and (local := cached_weights(model_name, pretrained)) is not None:
-        quick_gelu = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("quick_gelu", quick_gelu)
         source = str(local)
     extra = {"force_quick_gelu": True} if quick_gelu else {}
     try:

@@ -2,7 +2,9 @@
 
 - `MVPStudent`: timm's `Beit` (layer scale, shared relative position bias, no absolute position
   embedding: the BEiT pre-training layout) + a learnable mask token that replaces the embeddings of
-  masked patches + a linear head onto the target width (CLIP embedding width, or p*p*3 pixels).
+  masked patches + a linear head onto the target width (CLIP embedding width, or p*p*3 pixels),
+  initialised as BEiT's pre-training model (`beit_pretrain_init_`); weight decay skips what BEiT's
+  pre-training skips (`no_weight_decay`: pos_embed, cls_token; plus 1-D and biases).
 - `export_timm_state_dict`: the backbone as a plain timm `Beit` state dict in the fine-tuning layout
   (per-layer relative position bias tables, copied from the shared one as BEiT's fine-tuning code
   does; mean pooling): `timm.create_model(name, **kwargs).load_state_dict(sd, strict=False)` leaves
@@ -13,12 +15,16 @@
 - `PixelTarget`: per-patch normalised pixels (MAE's norm_pix target), the unimodal baseline.
 - `masked_loss`: 1 - cosine (CLIP target, as EVA / beit2 VQ-KD) or MSE (pixel target, as MAE) on
   masked positions only.
+- `beit_finetune_param_groups`: BEiT's fine-tuning parameter groups (layer-wise lr decay and weight
+  decay as unilm beit/optim_factory.py applies them), for timm's `Beit`.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
+from typing import Callable
 
 import timm
 import torch
@@ -80,9 +86,7 @@ class MVPStudent(nn.Module):
         dim = self.encoder.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.head = nn.Linear(dim, target_dim)
-        trunc_normal_(self.mask_token, std=init_std)
-        trunc_normal_(self.head.weight, std=init_std)
-        nn.init.zeros_(self.head.bias)
+        beit_pretrain_init_(self, init_std)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -98,8 +102,10 @@ class MVPStudent(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Tokens and position tables (biases, norms and layer scales are 1-D: timm skips them too)."""
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()} | {"mask_token"}
+        """BEiT's pre-training skip list (modeling_pretrain.py no_weight_decay: pos_embed, cls_token); with the
+        1-D / ".bias" rule of the optimizer factory the mask token and the shared relative position table
+        ARE decayed, as in BEiT's and beit2's pre-training."""
+        return {"encoder.pos_embed", "encoder.cls_token"}
 
     def forward_tokens(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Output patch tokens (B, N, dim) after the final norm; masked patches see the mask token."""
@@ -127,6 +133,86 @@ class MVPStudent(nn.Module):
         """What `timm.create_model(model_name, **kwargs)` needs to rebuild the backbone for fine-tuning."""
         return dict(self.arch_kwargs, init_values=self.encoder.blocks[0].init_values,
                     use_abs_pos_emb=False, use_rel_pos_bias=True, use_shared_rel_pos_bias=False)
+
+
+def export_kwargs(arch: str | dict, layer_scale_init: float) -> dict:
+    """`MVPStudent(arch, layer_scale_init=...).timm_kwargs()` without building the student."""
+    return dict(arch_spec(arch)[1], init_values=layer_scale_init, use_abs_pos_emb=False, use_rel_pos_bias=True,
+                use_shared_rel_pos_bias=False)
+
+
+def beit_trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """BEiT's trunc_normal_ (unilm beit/ and beit2/ modeling_pretrain.py): N(0, std) cut at +-std, not at +-2."""
+    return trunc_normal_(tensor, mean=0.0, std=std, a=-std, b=std)
+
+
+@torch.no_grad()
+def beit_pretrain_init_(student: "MVPStudent", std: float = 0.02) -> None:
+    """BEiT's pre-training init (VisionTransformerForMaskedImageModeling.__init__, _init_weights and
+    fix_init_weight in unilm beit/ and beit2/ modeling_pretrain.py), on the student.
+
+    What it changes from timm's Beit init: every Linear and Conv2d weight (the patch embedding included),
+    the cls and mask tokens and the head are drawn from N(0, std) truncated at +-std (timm truncates at
+    +-2, i.e. barely); conv biases 0. Kept as timm already does it: LayerNorm 1 / 0, Linear biases 0,
+    q/v biases 0, the relative position tables 0, layer scale = init value, and fix_init_weight (the
+    attention projection and fc2 of block i divided by sqrt(2 (i + 1))), re-applied after the redraw."""
+    enc = student.encoder
+    for m in student.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            beit_trunc_normal_(m.weight, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for token in (enc.pos_embed, enc.cls_token, student.mask_token):
+        if token is not None:
+            beit_trunc_normal_(token, std)
+    for i, blk in enumerate(enc.blocks):
+        blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
+        blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
+
+
+def group_parameters(model: nn.Module, weight_decay: float, *, no_decay: Callable[[str, torch.Tensor], bool],
+                     layer_id: Callable[[str], int], scale: Callable[[int], float]) -> list[dict]:
+    """Optimizer groups keyed by (layer id, decay or not), each with its `weight_decay` and `lr_scale`
+    (the schedule sets lr * lr_scale): the shape of BEiT's get_parameter_groups."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip, lid = bool(no_decay(name, p)), int(layer_id(name))
+        group = groups.setdefault((lid, skip), {"params": [], "weight_decay": 0.0 if skip else weight_decay,
+                                                "lr_scale": float(scale(lid))})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def beit_finetune_layer_id(name: str, num_layers: int) -> int:
+    """BEiT's get_num_layer_for_vit (beit/optim_factory.py) with num_max_layer = num_layers + 2: 0 for the
+    embeddings, i + 1 for block i (its own relative position table included), num_layers + 1 for the rest."""
+    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("rel_pos_bias"):
+        return num_layers + 1
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def beit_finetune_param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """BEiT's fine-tuning groups for a timm Beit (run_class_finetuning.py + optim_factory.py):
+    lr scale layer_decay ** (num_layers + 1 - layer id); no weight decay on 1-D parameters, ".bias" and
+    the model's skip list {pos_embed, cls_token} (modeling_finetune.py no_weight_decay). Unlike timm's
+    Beit.no_weight_decay(), the per-layer relative position tables ARE decayed (BEiT's default, without
+    --disable_weight_decay_on_rel_pos_bias)."""
+    n = len(model.blocks)
+    skip = {"pos_embed", "cls_token"}
+    decay = layer_decay if layer_decay is not None and layer_decay < 1.0 else 1.0
+    return group_parameters(model, weight_decay,
+                            no_decay=lambda name, p: p.ndim == 1 or name.endswith(".bias") or name in skip,
+                            layer_id=lambda name: beit_finetune_layer_id(name, n),
+                            scale=lambda lid: decay ** (n + 1 - lid))
 
 
 def export_timm_state_dict(student: MVPStudent, norm_to_fc_norm: bool = True) -> dict[str, torch.Tensor]:

@@ -5,8 +5,10 @@ multi-scale as in BEiT's semantic_segmentation backbone: 4x up (two stride-2 tra
 BatchNorm + GELU between), 2x up (one transposed conv), identity, 2x max-pool. The decoder is
 segmentation_models_pytorch's UPerNetDecoder (PSP on the coarsest map + FPN + fusion); the main head
 is a 1x1 conv on its 1/4-resolution output; the auxiliary FCN head (weight 0.4 in the loss) reads the
-third pyramid level (1/16 for patch 16), as mmseg's `auxiliary_head in_index=2`.
+third pyramid level (1/16 for patch 16), as mmseg's `auxiliary_head in_index=2`. Widths as BEiT's
+upernet_beit_base_12_512_slide_160k_ade20k config: decoder channels 768, auxiliary FCN 256.
 Shallower mini models take the blocks at the same relative depths (`pyramid_block_indices`).
+`layer_decay_param_groups` = BEiT's mmseg LayerDecayOptimizerConstructor over the FULL backbone depth.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
-from timm.optim import param_groups_layer_decay
+
+from .mvp import group_parameters
 
 PAPER_BLOCKS = (4, 6, 8, 12)  # 1-based, of 12
 
@@ -42,12 +45,13 @@ class FCNHead(nn.Module):
 class BeitUperNet(nn.Module):
     """timm Beit backbone -> 4-level pyramid -> UperNet (+ auxiliary FCN). Input normalised images."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 512,
+    def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 768,
                  aux_channels: int = 256, out_indices: list[int] | None = None, dropout: float = 0.1):
         super().__init__()
         self.backbone = backbone
         dim = backbone.embed_dim
         depth = len(backbone.blocks)
+        self.depth = depth  # the full backbone depth (mmseg paramwise_cfg num_layers), kept if blocks are pruned
         self.out_indices = list(out_indices) if out_indices is not None else pyramid_block_indices(depth)
         self.fpn1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2), nn.BatchNorm2d(dim), nn.GELU(),
                                   nn.ConvTranspose2d(dim, dim, 2, 2))
@@ -111,19 +115,30 @@ def slide_inference(model: nn.Module, image: torch.Tensor, num_classes: int, cro
     return (logits / count)[:, :, :h, :w]
 
 
-def layer_decay_param_groups(model: BeitUperNet, weight_decay: float, layer_decay: float) -> list[dict]:
-    """BEiT's layer-wise lr decay on the backbone (timm's groups) + the decoder/heads at full lr.
+def seg_layer_id(name: str, num_layers: int) -> int:
+    """BEiT's mmseg get_num_layer_for_vit (beit/semantic_segmentation/mmcv_custom/
+    layer_decay_optimizer_constructor.py), num_layers = depth + 2: 0 for the backbone's cls/mask tokens,
+    position embedding and patch embedding, i + 1 for block i, num_layers - 1 for everything else
+    (pyramid, decoder, heads)."""
+    if name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed") \
+            or name.startswith("backbone.patch_embed"):
+        return 0
+    if name.startswith("backbone.blocks."):
+        return int(name.split(".")[2]) + 1
+    return num_layers - 1
 
-    Explicit groups for `training.optim.create_optimizer`: timm's layer decay works from one model's
-    `group_matcher`, and here only the backbone has one."""
-    groups = param_groups_layer_decay(model.backbone, weight_decay=weight_decay,
-                                      no_weight_decay_list=model.backbone.no_weight_decay(), layer_decay=layer_decay)
-    backbone_ids = {id(p) for p in model.backbone.parameters()}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if id(p) in backbone_ids or not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0})
-    groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0})
-    return groups
+
+def layer_decay_param_groups(model: BeitUperNet, weight_decay: float, layer_decay: float) -> list[dict]:
+    """BEiT's LayerDecayOptimizerConstructor (paramwise_cfg num_layers = the backbone's full depth):
+    lr scale layer_decay ** (num_layers - layer id - 1) with num_layers = depth + 2, so block 11 of 12
+    gets 0.65 and only the decoder and heads train at the full lr. No weight decay on 1-D parameters and
+    ".bias" only: BEiT also lists the bare names 'pos_embed' / 'cls_token', which never match the
+    prefixed "backbone." names, so the cls token and the relative position tables are decayed.
+
+    Explicit groups for `training.optim.create_optimizer`; the schedule sets lr * lr_scale."""
+    num_layers = model.depth + 2
+    return group_parameters(model, weight_decay,
+                            no_decay=lambda name, p: p.ndim == 1 or name.endswith(".bias")
+                            or name in ("pos_embed", "cls_token"),
+                            layer_id=lambda name: seg_layer_id(name, num_layers),
+                            scale=lambda lid: layer_decay ** (num_layers - lid - 1))

@@ -4,6 +4,9 @@
     sched = create_scheduler(opt, "cosine", steps_per_epoch=len(loader), epochs=100, warmup_epochs=20, ...)
     sched.step_update(step)          # every iteration, before the optimizer step (timm's interface)
 
+Schedules: "beit_cosine" = BEiT's cosine_scheduler (MVP pre-training and fine-tuning), "poly"
+(segmentation, mmseg's poly with linear warm-up), "dassl_cosine" (CoOp / CoCoOp).
+
 Weight-decay rule (timm's `create_optimizer_v2`): no decay on 1-D parameters (biases, norms, layer
 scales), on names ending in ".bias" and on `model.no_weight_decay()`; `layer_decay` groups the layers
 through `model.group_matcher` (BEiT's layer-wise lr decay). Explicit parameter groups pass through.
@@ -39,48 +42,76 @@ def create_optimizer(model_or_groups: torch.nn.Module | Iterable, *, opt: str = 
                                layer_decay=layer_decay, filter_bias_and_bn=filter_bias_and_bn, **kw)
 
 
-class DasslCosine:
-    """Dassl's "cosine" lr_scheduler with "constant" warm-up, per epoch (CoOp / CoCoOp configs).
+class _PerStepLR:
+    """A schedule given as lr(step); sets each group's lr (times its `lr_scale`) every iteration."""
 
-    Epochs [0, warmup_epochs) run at `warmup_lr`; then lr(e) = 0.5 * lr * (1 + cos(pi * e / epochs)),
-    the cosine counted from epoch 0 over all `epochs` (today's rule; see the README for Dassl's
-    WARMUP_RECOUNT). Same interface as timm's schedulers: step_update(step) each iteration."""
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+
+    def lr_at(self, step: int) -> float:
+        raise NotImplementedError
+
+    def step_update(self, num_updates: int) -> None:
+        lr = self.lr_at(num_updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def state_dict(self) -> dict:  # a pure function of the step: nothing to save
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class DasslCosine(_PerStepLR):
+    """Dassl's "cosine" lr_scheduler with "constant" warm-up, stepped once per epoch (CoOp / CoCoOp configs).
+
+    Dassl (dassl/optim/lr_scheduler.py) wraps CosineAnnealingLR(T_max=MAX_EPOCH) in a
+    ConstantWarmupScheduler with WARMUP_RECOUNT=True (its default; no CoOp config changes it): epochs
+    [0, warmup_epochs) run at `warmup_lr`, then the cosine starts again from its own epoch 0:
+    lr(e) = 0.5 * lr * (1 + cos(pi * (e - warmup_epochs) / epochs)). With lr 0.002, 10 epochs, 1 warm-up
+    epoch: 1e-5, 0.002, 0.00195, ..., 0.000191."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int,
                  warmup_epochs: int = 0, warmup_lr: float = 0.0):
-        self.optimizer, self.lr, self.epochs = optimizer, float(lr), int(epochs)
+        super().__init__(optimizer)
+        self.lr, self.epochs = float(lr), int(epochs)
         self.steps_per_epoch, self.warmup_epochs, self.warmup_lr = max(1, steps_per_epoch), warmup_epochs, warmup_lr
 
     def lr_at_epoch(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
             return float(self.warmup_lr)
-        return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (epoch - self.warmup_epochs) / self.epochs))
 
-    def step_update(self, num_updates: int) -> None:
-        lr = self.lr_at_epoch(num_updates // self.steps_per_epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def lr_at(self, step: int) -> float:
+        return self.lr_at_epoch(step // self.steps_per_epoch)
 
 
-class ConstantLR:
+class BeitCosine(_PerStepLR):
+    """BEiT's `cosine_scheduler` (unilm beit/utils.py, also beit2), per iteration: a linear warm-up
+    np.linspace(warmup_lr, lr, warmup_steps) (both ends included), then cosine from lr to min_lr over the
+    remaining total_steps - warmup_steps iterations: min_lr + 0.5 (lr - min_lr)(1 + cos(pi i / n))."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, total_steps: int, warmup_steps: int = 0,
+                 warmup_lr: float = 0.0, min_lr: float = 0.0):
+        super().__init__(optimizer)
+        self.lr, self.total, self.warmup = float(lr), int(total_steps), int(warmup_steps)
+        self.warmup_lr, self.min_lr = float(warmup_lr), float(min_lr)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            if self.warmup == 1:
+                return self.warmup_lr
+            return self.warmup_lr + (self.lr - self.warmup_lr) * step / (self.warmup - 1)
+        n = max(1, self.total - self.warmup)
+        i = min(step - self.warmup, n - 1)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * i / n))
+
+
+class ConstantLR(_PerStepLR):
     """The optimizer's lr, unchanged (the example job, tests)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer):
-        self.optimizer = optimizer
-
     def step_update(self, num_updates: int) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
         pass
 
 
@@ -88,20 +119,23 @@ def create_scheduler(optimizer: torch.optim.Optimizer, name: str = "cosine", *, 
                      epochs: float | None = None, total_steps: int | None = None, warmup_epochs: float = 0,
                      warmup_steps: int | None = None, warmup_lr: float = 0.0, min_lr: float = 0.0,
                      power: float = 1.0, warmup_prefix: bool = False, lr: float | None = None):
-    """Per-iteration schedule: "cosine" / "poly" (timm; warm-up linear from warmup_lr), "dassl_cosine"
-    or "constant".
+    """Per-iteration schedule: "cosine" / "poly" (timm; warm-up linear from warmup_lr), "beit_cosine"
+    (BEiT's cosine_scheduler: pre-training and fine-tuning), "dassl_cosine" (the prompt jobs) or "constant".
 
     Length: `total_steps`, else `epochs * steps_per_epoch`. Warm-up: `warmup_steps`, else
     `warmup_epochs * steps_per_epoch`. warmup_prefix=False: the decay spans the whole run including
     the warm-up (timm's default); True: the decay starts after the warm-up and spans the rest."""
     if name == "constant":
         return ConstantLR(optimizer)
+    base_lr = lr if lr is not None else optimizer.param_groups[0]["lr"]
     if name == "dassl_cosine":
-        return DasslCosine(optimizer, lr=lr if lr is not None else optimizer.param_groups[0]["lr"],
-                           epochs=int(epochs), steps_per_epoch=steps_per_epoch, warmup_epochs=int(warmup_epochs),
-                           warmup_lr=warmup_lr)
+        return DasslCosine(optimizer, lr=base_lr, epochs=int(epochs), steps_per_epoch=steps_per_epoch,
+                           warmup_epochs=int(warmup_epochs), warmup_lr=warmup_lr)
     total = int(total_steps) if total_steps is not None else max(1, int(epochs * steps_per_epoch))
     warm = int(warmup_steps) if warmup_steps is not None else int(warmup_epochs * steps_per_epoch)
+    if name == "beit_cosine":
+        return BeitCosine(optimizer, lr=base_lr, total_steps=total, warmup_steps=warm, warmup_lr=warmup_lr,
+                          min_lr=min_lr)
     warm = min(warm, total - 1)
     t_initial = total - warm if warmup_prefix else total
     common = dict(t_initial=max(1, t_initial), warmup_t=warm, warmup_lr_init=float(warmup_lr), lr_min=float(min_lr),
@@ -110,4 +144,4 @@ def create_scheduler(optimizer: torch.optim.Optimizer, name: str = "cosine", *, 
         return PolyLRScheduler(optimizer, power=float(power), **common)
     if name == "cosine":
         return CosineLRScheduler(optimizer, **common)
-    raise ValueError(f"unknown lr schedule {name!r}; expected cosine, poly or dassl_cosine")
+    raise ValueError(f"unknown lr schedule {name!r}; expected cosine, poly, beit_cosine, dassl_cosine or constant")

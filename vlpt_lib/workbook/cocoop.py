@@ -1,14 +1,19 @@
 """Glue of the CoCoOp notebooks (20-22): notebook parameters -> `prompt` job cfgs, the runs of Tables
 1-3, their table builders and one figure per table (used by the notebooks and the report).
 
-    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu)
+    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu, prepare=False)
     params = job_params(world, recipe, test_batch_size=100, threads=1, ...)
+    recipe_card(params, methods, datasets, seeds)   # every recipe value of the runs + its source (no training)
     rows = base2new_runs(params, methods, datasets, seeds, paths.runs_dir(profile))
     table = base2new_rows(rows)
 
 `recipe` (a notebook parameter) is a diff on `vlpt_lib.jobs.prompt.Config` per method:
 {"common": {...}, "CoOp": {...}, "CoCoOp": {...}}; a method block may hold `epochs_by_dataset`
 ({dataset: epochs}). `{}` = the papers' recipes (the job's defaults).
+
+A dataset whose split was drawn from its folders (the job's `allow_folder_split`, for your own data)
+comes back as "<Name> (folder split)": it stays beside its name in the tables and never meets the
+paper's number.
 """
 from __future__ import annotations
 
@@ -19,8 +24,10 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from ..data.coop import FOLDER_SPLIT_NOTE, base_label
 from ..jobs.launch import run_dir_for, run_job
 from ..jobs.prompt import Config
+from . import recipe as recipes
 
 METHODS = ("CLIP", "CoOp", "CoCoOp")
 RECIPE_BLOCKS = ("common",) + METHODS
@@ -100,6 +107,38 @@ def check_recipe(recipe) -> None:
 PARAM_CHECKS: dict[str, Callable] = {"recipe": check_recipe}
 
 
+def recipe_configs(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
+                   subsample: str = "base") -> dict[str, Config]:
+    """The resolved job Configs of the trained methods' runs, one per distinct recipe (nothing runs).
+
+    Label: the method, or "<method> (<dataset> [+n])" when the recipe differs between datasets (CoOp's
+    50 ImageNet epochs); `dataset` lists the datasets of the column. Zero-shot CLIP trains nothing and has
+    no recipe."""
+    out: dict[str, Config] = {}
+    for method in methods:
+        if method == "CLIP":
+            continue
+        groups: dict[str, tuple[list[str], Config]] = {}
+        for dataset in datasets:
+            cfg = Config.model_validate(job_cfg(params, method, dataset, seeds[0] if seeds else 1, subsample))
+            key = cfg.model_copy(update={"dataset": ""}).model_dump_json()
+            groups.setdefault(key, ([], cfg))[0].append(dataset)
+        for names, cfg in groups.values():
+            more = f" +{len(names) - 1}" if len(names) > 1 else ""
+            label = method if len(groups) == 1 else f"{method} ({names[0]}{more})"
+            out[label] = cfg.model_copy(update={"dataset": ", ".join(names)})  # the datasets this column covers
+    return out
+
+
+def recipe_card(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
+                subsample: str = "base", env: bool = False) -> pd.DataFrame:
+    """Every recipe value the runs use (one column per method / recipe) beside its public source."""
+    configs = recipe_configs(params, methods, datasets, seeds, subsample)
+    if not configs:
+        return pd.DataFrame(columns=["source"])
+    return recipes.recipe_card(configs, env=env)
+
+
 # ----------------------------------------------------------------------------- the runs of Tables 1-3
 def base2new_runs(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
                   **launch) -> list[dict]:
@@ -131,7 +170,7 @@ def transfer_rows(params: dict, method: str, source: str, seed: int, targets: Se
                            load_from=run_dir_for("prompt", train_cfg, runs_dir))
         rows = trained["rows"] + run_job("prompt", eval_cfg, runs_dir, **launch)["rows"]
     keep = {source, *targets}
-    return [r for r in rows if r["dataset"] in keep]
+    return [r for r in rows if base_label(r["dataset"]) in keep]
 
 
 def transfer_runs(params: dict, methods: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
@@ -205,10 +244,19 @@ def seed_spread(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby(["method", "dataset", "split"])["value"].agg(["mean", "std", "count"]).round(2)
 
 
+def with_labels(names: Sequence[str], present) -> list[str]:
+    """`names` in order, each followed by its folder-split label where that is among `present`."""
+    present = set(present)
+    out = []
+    for name in names:
+        out += [name] + ([name + FOLDER_SPLIT_NOTE] if name + FOLDER_SPLIT_NOTE in present else [])
+    return out
+
+
 def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
     """Table 1 as the paper prints it: rows (dataset, method), columns base / new / H, ours and paper."""
     s = summary.assign(col=summary["split"].map({"base": "base", "new": "new", "base2new": "H"}))
-    order = list(datasets) + ["Average"]
+    order = with_labels(list(datasets) + ["Average"], s["dataset"])
     wide = s.pivot_table(index=["dataset", "method"], columns="col", values=_value_columns(s))
     return wide.reindex(pd.MultiIndex.from_product([order, list(methods)]), fill_value=np.nan).round(2)
 
@@ -216,7 +264,7 @@ def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], methods: Seque
 def transfer_wide(summary: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     """Tables 2 and 3: rows dataset (in `order`), columns method, ours and paper."""
     return summary.pivot_table(index="dataset", columns="method", values=_value_columns(summary)).reindex(
-        list(order)).round(2)
+        with_labels(list(order), summary["dataset"])).round(2)
 
 
 def _value_columns(summary: pd.DataFrame) -> list[str]:
@@ -241,7 +289,7 @@ def _bars(ax, part: pd.DataFrame, order: Sequence[str], methods: Sequence[str], 
 
 def base2new_figure(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str], profile: str):
     """Table 1: base accuracy, new accuracy and H per dataset, ours (bars) against the paper (ticks)."""
-    order = list(datasets) + ["Average"]
+    order = with_labels(list(datasets) + ["Average"], summary["dataset"])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=False)
     for ax, (split, label) in zip(axes, [("base", "base acc"), ("new", "new acc"), ("base2new", "H")]):
         _bars(ax, summary[summary["split"] == split], order, methods)
@@ -255,7 +303,7 @@ def base2new_figure(summary: pd.DataFrame, datasets: Sequence[str], methods: Seq
 def cross_dataset_figure(summary: pd.DataFrame, source: str, targets: Sequence[str], methods: Sequence[str],
                          profile: str):
     """Table 2: accuracy on the source and every target (+ the targets' Average), ours against the paper."""
-    order = [source] + list(targets) + ["Average"]
+    order = with_labels([source] + list(targets) + ["Average"], summary["dataset"])
     fig, ax = plt.subplots(figsize=(9, 3.6))
     _bars(ax, summary, order, methods)
     ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right", fontsize=8)
@@ -269,7 +317,7 @@ def cross_dataset_figure(summary: pd.DataFrame, source: str, targets: Sequence[s
 def domain_generalization_figure(summary: pd.DataFrame, source: str, variants: Sequence[str],
                                  methods: Sequence[str], profile: str):
     """Table 3: accuracy on the source and its shifted variants, ours (left) beside the paper (right)."""
-    order = [source] + list(variants)
+    order = with_labels([source] + list(variants), summary["dataset"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, col in zip(axes, ["ours", "paper"]):
         _bars(ax, summary, order, methods, column=col, paper_marks=False, label="{m}")

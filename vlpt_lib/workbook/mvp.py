@@ -9,10 +9,16 @@ students notebooks 11 and 12 start from, the table builders, and one figure func
     runs = mvp.ensure_pretrained("mini", cfgs)          # cached pretrain runs + results/mini/mvp/pretrained.json
     exports = mvp.pretrained_exports("mini")            # what notebooks 11/12 fine-tune
     cfg = mvp.finetune_cfg("mini", {}, "MVP", 0, exports)
+
+The recipe card (every recipe value a run uses, with its source) is drawn before anything runs: the
+same functions with dry=True resolve the same configs without generating a world, training the mini
+CLIP or pre-training (`planned_exports` says where notebook 10's exports will be), and
+`recipe_card(job, {label: cfg})` renders them; the notebooks then check that what runs equals the card.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -26,19 +32,23 @@ from torchvision.transforms import v2
 
 from ..data.imagefolder import ImageNetFolder
 from ..jobs import finetune, pretrain, segment
-from ..jobs.launch import load_result, resolve_config, run_job
-from ..models.mvp import ClipTeacher, MVPStudent, patch_similarity
+from ..jobs.launch import load_result, resolve_config, run_dir_for, run_job
+from ..models.mvp import ClipTeacher, MVPStudent, arch_spec, export_kwargs, patch_similarity
 from ..utils.io import atomic_write
-from . import params, paths, profiles, tables
+from . import params, paths, profiles, recipe, tables
 
 PRETRAIN_NOTEBOOK = "10_mvp_pretrain"
 TARGETS = ("clip", "pixel")
 # The three rows of tables 11 and 12: which pre-training target each starts from (None: scratch).
 METHOD_TARGET = {"MVP": "clip", "Pixel target": "pixel", "Scratch": None}
-# What the papers report for the headline sentence of each table.
+# What the papers report for the headline sentence of each table: (result key, unit, unit of a
+# difference, the paper's sentence, what the number is, the result key of the last epoch's number or None).
 PAPER_HEADLINE = {
-    "imagenet_finetune": ("top1", " %", " points", "paper, ViT-B/16: MVP 84.4 vs BEiT 82.9, +1.5"),
-    "ade20k_segmentation": ("miou", " mIoU", "", "paper, ViT-B/16 UperNet: MVP 52.4 vs BEiT 45.6, +6.8"),
+    "imagenet_finetune": ("top1", " %", " points", "paper, ViT-B/16: MVP 84.4 vs BEiT 82.9, +1.5",
+                          "best val top-1 over the evaluated epochs, as BEiT reports (table metric acc)",
+                          "top1_final"),
+    "ade20k_segmentation": ("miou", " mIoU", "", "paper, ViT-B/16 UperNet: MVP 52.4 vs BEiT 45.6, +6.8",
+                            "val mIoU of the final model", None),
 }
 
 
@@ -75,23 +85,69 @@ def _env(device, precision, threads, num_workers) -> dict:
     return {"device": device, "precision": precision, "threads": threads, "data": {"num_workers": num_workers}}
 
 
+JOBS = {"pretrain": pretrain, "finetune": finetune, "segment": segment}
+
+
+def recipe_card(job: str, cfgs: Mapping[str, Mapping]) -> pd.DataFrame:
+    """The recipe card of resolved `job` configs, one column per label (targets or methods): every recipe
+    value with its source (the Config's field descriptions); how-to-run settings are left off. Column
+    "paper recipe": the job's default (= the paper recipe the source names) where this run differs from it
+    (a smoke / mini diff or a notebook parameter); empty where the run uses the paper's value."""
+    config = JOBS[job].Config
+    card = recipe.recipe_card({str(label): config.model_validate(cfg) for label, cfg in cfgs.items()})
+    paper = recipe.recipe_card(config())["value"].reindex(card.index)
+    labels = [c for c in card.columns if c != "source"]
+    differs = card[labels].ne(paper, axis=0).any(axis=1) & ~card["source"].str.startswith("workbook parameter")
+    card.insert(len(labels), "paper recipe", paper.where(differs, ""))
+    return card
+
+
+def _world(profile: str, data_root=None, clip_model=None, clip_pretrained=None, clip_quick_gelu=None, *,
+           need_clip: bool = True, dry: bool = False) -> tuple[str | None, dict]:
+    """(data root, clip) of `profiles.resolve`; dry=True: the same values without generating the world or
+    training the mini CLIP (paper without a data root: None, where the real call stops and says why)."""
+    if not dry:
+        world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
+                                 need_clip=need_clip)
+        return str(world.data_root), dict(world.clip)
+    if profile == "paper":
+        root = data_root or os.environ.get("VLPT_DATA_ROOT")
+        root = str(Path(root).expanduser()) if root else None
+    else:
+        root = str(Path(data_root).expanduser() if data_root else paths.world_dir(profile))
+    clip = profiles.clip_of(profile, clip_model, clip_pretrained, clip_quick_gelu) if need_clip else {}
+    return root, clip
+
+
 # ----- 10: pre-training ---------------------------------------------------------------------------
 def pretrain_cfgs(profile: str, job: Mapping, targets: Iterable[str] = TARGETS, *, data_root=None,
                   clip_model=None, clip_pretrained=None, clip_quick_gelu=None, device="auto", precision="auto",
-                  threads=None, num_workers=0) -> dict[str, dict]:
-    """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs."""
+                  threads=None, num_workers=0, dry: bool = False) -> dict[str, dict]:
+    """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs.
+    dry=True: the same cfgs without generating the world or training the mini CLIP (the recipe card)."""
     targets = list(targets)
     PARAM_CHECKS["pretrain"](job)
-    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
-                             need_clip="clip" in targets)
+    root, clip = _world(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
+                        need_clip="clip" in targets, dry=dry)
     cfgs = {}
     for target in targets:
         cfg = merge(job, {"target": target, **_env(device, precision, threads, num_workers)})
-        cfg = merge(cfg, {"data": {"root": str(world.data_root)}})
+        cfg = merge(cfg, {"data": {"root": root}})
         if target == "clip":
-            cfg["clip"] = dict(world.clip)
+            cfg["clip"] = dict(clip)
         cfgs[target] = resolve_config("pretrain", cfg)
     return cfgs
+
+
+def _params_pretrain_cfgs(profile: str, dry: bool = False) -> tuple[dict, dict[str, dict]]:
+    """(notebook 10's effective params, its pretrain cfgs for both targets) on `profile`."""
+    p = params.effective(PRETRAIN_NOTEBOOK, profile)
+    cfgs = pretrain_cfgs(profile, p["pretrain"], TARGETS, data_root=p.get("data_root"),
+                         clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
+                         clip_quick_gelu=p.get("clip_quick_gelu"), device=p.get("device", "auto"),
+                         precision=p.get("precision", "auto"), threads=p.get("threads"),
+                         num_workers=p.get("num_workers", 0), dry=dry)
+    return p, cfgs
 
 
 def index_path(profile: str) -> Path:
@@ -112,23 +168,40 @@ def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], *, launcher: str =
     return runs
 
 
-def pretrained_exports(profile: str, index_file=None) -> dict:
-    """The exported students for notebooks 11/12: the index notebook 10 wrote, else notebook 10's runs
-    (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
+def _complete_index(profile: str, index_file=None) -> dict | None:
     path = Path(index_file) if index_file else index_path(profile)
     if path.exists():
         index = json.loads(path.read_text())
         if set(TARGETS) <= set(index) and all(Path(v["export"]).exists() for v in index.values()):
             return index
-    p = params.effective(PRETRAIN_NOTEBOOK, profile)
-    cfgs = pretrain_cfgs(profile, p["pretrain"], TARGETS, data_root=p.get("data_root"),
-                         clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
-                         clip_quick_gelu=p.get("clip_quick_gelu"), device=p.get("device", "auto"),
-                         precision=p.get("precision", "auto"), threads=p.get("threads"),
-                         num_workers=p.get("num_workers", 0))
+    return None
+
+
+def pretrained_exports(profile: str, index_file=None) -> dict:
+    """The exported students for notebooks 11/12: the index notebook 10 wrote, else notebook 10's runs
+    (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
+    index = _complete_index(profile, index_file)
+    if index is not None:
+        return index
+    p, cfgs = _params_pretrain_cfgs(profile)
     ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
                       slurm=p.get("slurm"))
     return json.loads(index_path(profile).read_text())
+
+
+def planned_exports(profile: str, index_file=None) -> dict:
+    """What `pretrained_exports` will return, without running anything: the index notebook 10 wrote, else
+    the export files of notebook 10's (cached or future) runs, with the layout they will have."""
+    index = _complete_index(profile, index_file)
+    if index is not None:
+        return index
+    _, cfgs = _params_pretrain_cfgs(profile, dry=True)
+    out = {}
+    for target, cfg in cfgs.items():
+        s = cfg["student"]
+        out[target] = {"export": str(run_dir_for("pretrain", cfg, paths.runs_dir(profile)) / pretrain.EXPORT_NAME),
+                       "model_name": arch_spec(s["arch"])[0], "kwargs": export_kwargs(s["arch"], s["layer_scale_init"])}
+    return out
 
 
 def pretrain_summary(runs: Mapping[str, dict]) -> pd.DataFrame:
@@ -213,26 +286,28 @@ def init_of(method: str, exports: Mapping[str, dict]) -> dict:
 
 
 def _downstream_cfg(job: str, profile: str, diff: Mapping, method: str, seed: int, exports: Mapping, *,
-                    data_root, device, precision, threads, num_workers) -> dict:
+                    data_root, device, precision, threads, num_workers, dry) -> dict:
     PARAM_CHECKS[job](diff)
-    root = profiles.resolve(profile, data_root, need_clip=False).data_root
+    root, _ = _world(profile, data_root, need_clip=False, dry=dry)
     cfg = merge(diff, {"seed": seed, "method": method, "init": init_of(method, exports),
                        **_env(device, precision, threads, num_workers)})
-    return resolve_config(job, merge(cfg, {"data": {"root": str(root)}}))
+    return resolve_config(job, merge(cfg, {"data": {"root": root}}))
 
 
 def finetune_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
-                 device="auto", precision="auto", threads=None, num_workers=0) -> dict:
-    """Notebook 11's job dict for one (method, seed) + the exported student + the profile's data root."""
+                 device="auto", precision="auto", threads=None, num_workers=0, dry: bool = False) -> dict:
+    """Notebook 11's job dict for one (method, seed) + the exported student + the profile's data root
+    (dry=True: without generating the world; with `planned_exports`, the recipe card)."""
     return _downstream_cfg("finetune", profile, job, method, seed, exports, data_root=data_root, device=device,
-                           precision=precision, threads=threads, num_workers=num_workers)
+                           precision=precision, threads=threads, num_workers=num_workers, dry=dry)
 
 
 def segment_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
-                device="auto", precision="auto", threads=None, num_workers=0) -> dict:
-    """Notebook 12's job dict for one (method, seed) + the exported student + the profile's data root."""
+                device="auto", precision="auto", threads=None, num_workers=0, dry: bool = False) -> dict:
+    """Notebook 12's job dict for one (method, seed) + the exported student + the profile's data root
+    (dry=True: without generating the world; with `planned_exports`, the recipe card)."""
     return _downstream_cfg("segment", profile, job, method, seed, exports, data_root=data_root, device=device,
-                           precision=precision, threads=threads, num_workers=num_workers)
+                           precision=precision, threads=threads, num_workers=num_workers, dry=dry)
 
 
 def rows_of(runs: Mapping) -> list[dict]:
@@ -253,12 +328,16 @@ def runs_of_table(table: str, profile: str) -> dict[tuple[str, int], dict]:
 
 def headline(table: str, runs: Mapping[tuple[str, int], dict], profile: str) -> str:
     """The sentence under tables 11/12: this run's mean per method and the MVP gaps, beside the paper's."""
-    key, unit, diff_unit, paper = PAPER_HEADLINE[table]
+    key, unit, diff_unit, paper, what, final_key = PAPER_HEADLINE[table]
     methods = list(dict.fromkeys(m for m, _ in runs))
     seeds = {s for _, s in runs}
     mean_of = {m: float(np.mean([r[key] for (mm, _), r in runs.items() if mm == m])) for m in methods}
-    lines = [f"**This run ({profile}, {len(seeds)} seed(s))**: "
+    lines = [f"**This run ({profile}, {len(seeds)} seed(s))**, {what}: "
              + ", ".join(f"{m} {v:.1f}{unit}" for m, v in mean_of.items()) + "."]
+    if final_key and all(r.get(final_key) is not None for r in runs.values()):
+        final_of = {m: float(np.mean([r[final_key] for (mm, _), r in runs.items() if mm == m])) for m in methods}
+        lines.append("Last epoch (table metric acc_final): "
+                     + ", ".join(f"{m} {v:.1f}{unit}" for m, v in final_of.items()) + ".")
     if set(METHOD_TARGET) <= set(mean_of):
         d_pix, d_scr = mean_of["MVP"] - mean_of["Pixel target"], mean_of["MVP"] - mean_of["Scratch"]
         lines.append(f"MVP minus Pixel target: {d_pix:+.1f}{diff_unit}; MVP minus Scratch: {d_scr:+.1f}{diff_unit} "
@@ -274,9 +353,11 @@ def figure_finetune(runs: Mapping[tuple[str, int], dict], profile: str = ""):
         axes[0].plot(h["epoch"], h["loss"], label=f"{method} (seed {seed})")
         if "val_top1" in h:
             e = h.dropna(subset=["val_top1"])
-            axes[1].plot(e["epoch"], e["val_top1"], marker="o", label=f"{method} (seed {seed})")
+            line, = axes[1].plot(e["epoch"], e["val_top1"], marker="o", label=f"{method} (seed {seed})")
+            best = e.loc[e["val_top1"].idxmax()]  # the table's number (BEiT's max_accuracy)
+            axes[1].plot(best["epoch"], best["val_top1"], marker="*", ms=14, color=line.get_color())
     axes[0].set(xlabel="epoch", ylabel="train loss (mixup soft targets)")
-    axes[1].set(xlabel="epoch", ylabel="val top-1 (%)")
+    axes[1].set(xlabel="epoch", ylabel="val top-1 (%); star: best = the table's acc")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"ImageNet fine-tuning{', profile ' + profile if profile else ''}")
     fig.tight_layout()

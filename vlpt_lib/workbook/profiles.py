@@ -7,7 +7,8 @@ Jobs receive these explicit paths and never know which profile they serve:
 - smoke / mini: a procedurally generated world (vlpt_lib.data.mini_world) under
   results/<profile>/world, and a small CLIP trained on its captions by the `clip_train` job;
 - paper: the user's datasets (`data_root` or $VLPT_DATA_ROOT) and OpenAI's CLIP ViT-B/16 (an open_clip
-  tag already in the local cache, or a local weights file).
+  tag already in the local cache, or a local weights file), always with QuickGELU as OpenAI's CLIP is
+  built (quick_gelu=True unless the caller says otherwise, or names a tag trained without it).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..data.check import data_requirements as check
 from ..data.mini_world import config_hash, ensure_world, world_config
 from ..jobs.launch import run_dir_for, run_job
+from ..models.clip import _is_path, tag_quick_gelu
 from . import paths
 
 PAPER_CLIP = ("ViT-B-16", "openai")
@@ -67,24 +69,45 @@ def ensure_mini_clip(profile: str) -> dict:
     return run_job("clip_train", mini_clip_cfg(profile), paths.runs_dir(profile))
 
 
+def clip_of(profile: str, clip_model: str | None = None, clip_pretrained: str | None = None,
+            clip_quick_gelu: bool | None = None) -> dict:
+    """The CLIP a profile's jobs load, {"model_name", "pretrained", "quick_gelu"}, without preparing anything.
+
+    paper: OpenAI's ViT-B/16, always with QuickGELU as OpenAI's CLIP is built: quick_gelu=True unless the
+    caller says otherwise (a local file is taken to hold OpenAI's weights; a tag follows its open_clip
+    pretrained cfg, True for "openai"). smoke/mini: the mini CLIP's weights (trained by ensure_mini_clip)."""
+    if profile == "paper":
+        name, pretrained = clip_model or PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
+        if clip_quick_gelu is None:
+            clip_quick_gelu = True if _is_path(str(pretrained)) else tag_quick_gelu(name, pretrained)
+    else:
+        name = clip_model or mini_clip_name(profile)
+        pretrained = clip_pretrained or str(mini_clip_weights(profile))
+    return {"model_name": name, "pretrained": str(pretrained), "quick_gelu": clip_quick_gelu}
+
+
 def resolve(profile: str, data_root=None, clip_model: str | None = None, clip_pretrained: str | None = None,
-            clip_quick_gelu: bool | None = None, need_clip: bool = True) -> Resolved:
-    """Data root and CLIP of a profile; explicit values (a notebook's parameters) win over the profile's."""
+            clip_quick_gelu: bool | None = None, need_clip: bool = True, prepare: bool = True) -> Resolved:
+    """Data root and CLIP of a profile; explicit values (a notebook's parameters) win over the profile's.
+
+    prepare=False only names the paths (smoke/mini: the world is not generated, the mini CLIP not
+    trained), e.g. for a recipe card shown before anything runs; the result is the same."""
     if profile == "paper":
         root = paths.paper_data_root(data_root)
-        name, pretrained = clip_model or PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
+    elif data_root:
+        root = Path(data_root).expanduser()
     else:
-        root = Path(data_root).expanduser() if data_root else ensure_world_of(profile)
-        name = clip_model or mini_clip_name(profile)
-        pretrained = clip_pretrained or (str(mini_clip_weights(profile)) if need_clip else None)
-        if need_clip and not clip_pretrained:
-            ensure_mini_clip(profile)
-    clip = {"model_name": name, "pretrained": str(pretrained), "quick_gelu": clip_quick_gelu} if need_clip else {}
+        root = ensure_world_of(profile) if prepare else paths.world_dir(profile)
+    clip = clip_of(profile, clip_model, clip_pretrained, clip_quick_gelu) if need_clip else {}
+    if need_clip and profile != "paper" and not clip_pretrained and prepare:
+        ensure_mini_clip(profile)
     return Resolved(profile, Path(root), clip)
 
 
-def data_requirements(profile: str, data_root=None) -> list[dict]:
-    """What the profile's tables read, where, and whether it is there (notebook 00_setup shows it)."""
+def data_requirements(profile: str, data_root=None, allow_folder_split: bool = False) -> list[dict]:
+    """What the profile's tables read, where, and whether it is there (notebook 00_setup shows it).
+    allow_folder_split: as the prompt job's flag (a class-folder dataset may lack its split file)."""
     if profile == "paper":
-        return check(data_root or os.environ.get("VLPT_DATA_ROOT"))
-    return check(Path(data_root) if data_root else paths.world_dir(profile), world_config(profile))
+        return check(data_root or os.environ.get("VLPT_DATA_ROOT"), allow_folder_split=allow_folder_split)
+    return check(Path(data_root) if data_root else paths.world_dir(profile), world_config(profile),
+                 allow_folder_split=allow_folder_split)

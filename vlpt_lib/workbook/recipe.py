@@ -1,0 +1,55 @@
+"""The recipe card: every value a run uses, beside the public source it comes from.
+
+Generated from the resolved job configs (pydantic models), so it cannot drift from what runs. A
+field's source is its `Field(description=...)` in the job's Config: a config file or paper section,
+"[A] assumption: why" where the papers leave it open, or "[env]" for how-to-run settings.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+from pydantic import BaseModel
+
+
+def _rows(model: BaseModel, prefix: str = "") -> list[tuple[str, object, str]]:
+    out = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out += _rows(value, key + ".")
+        else:
+            out.append((key, value, field.description or ""))
+    return out
+
+
+def recipe_card(configs: BaseModel | Mapping[str, BaseModel], *, env: bool = False) -> pd.DataFrame:
+    """One row per recipe value: key, the value in each config (one column per name), and its source.
+
+    configs: one resolved Config, or {label: Config} (e.g. {"CoOp": ..., "CoCoOp": ...}) of the same job.
+    env=False leaves out how-to-run settings (sources starting with "[env]")."""
+    if isinstance(configs, BaseModel):
+        configs = {"value": configs}
+    columns = {label: dict((k, v) for k, v, _ in _rows(c)) for label, c in configs.items()}
+    first = next(iter(configs.values()))
+    records = []
+    for key, _, source in _rows(first):
+        if not env and source.startswith("[env]"):
+            continue
+        records.append({"key": key, **{label: _show(vals.get(key)) for label, vals in columns.items()},
+                        "source": source})
+    return pd.DataFrame(records).set_index("key")
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return "" if value is None else str(value)
+
+
+def undocumented(config: BaseModel) -> list[str]:
+    """Keys of a config that have no source (tests: every recipe value names where it comes from)."""
+    return [k for k, _, source in _rows(config) if not source]
