@@ -3,28 +3,14 @@ from __future__ import annotations
 
 import math
 
-import open_clip
 import pydantic
 import pytest
 import torch
 
-import vlpt_lib.models.clip  # noqa: F401  (registers vlpt-smoke-clip)
-from vlpt_lib.data.mini_world import CONFIGS, ensure_world
 from vlpt_lib.jobs import prompt as P
 from vlpt_lib.jobs.launch import resolve_config
 from vlpt_lib.training import checkpoint
 from vlpt_lib.workbook import cocoop as C
-
-
-@pytest.fixture(scope="module")
-def smoke_env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cocoop")
-    world = ensure_world(base / "world", CONFIGS["smoke"])
-    torch.manual_seed(0)
-    weights = base / "smoke_clip.pt"
-    torch.save(open_clip.create_model("vlpt-smoke-clip").state_dict(), weights)
-    return {"data_root": str(world), "clip": {"model_name": "vlpt-smoke-clip", "pretrained": str(weights)},
-            "threads": 1, "test_batch_size": 32}
 
 
 def _cfg(env, **kw):

@@ -25,7 +25,6 @@ import vlpt_lib.models.clip as clip_models
 from vlpt_lib.data import DatasetError
 from vlpt_lib.data import coop
 from vlpt_lib.data.check import data_requirements
-from vlpt_lib.data.mini_world import CONFIGS, ensure_world
 from vlpt_lib.jobs import prompt as P
 from vlpt_lib.workbook import cocoop as C
 from vlpt_lib.workbook import params as notebook_params
@@ -68,17 +67,6 @@ def dassl_steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def smoke_env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fidelity")
-    world = ensure_world(base / "world", CONFIGS["smoke"])
-    torch.manual_seed(0)
-    weights = base / "smoke_clip.pt"
-    torch.save(open_clip.create_model("vlpt-smoke-clip").state_dict(), weights)
-    return {"data_root": str(world), "clip": {"model_name": "vlpt-smoke-clip", "pretrained": str(weights)},
-            "threads": 1, "test_batch_size": 32}
-
-
 @pytest.fixture
 def world_copy(smoke_env, tmp_path):
     dst = tmp_path / "world"
