@@ -79,3 +79,10 @@ def test_one_table_registry_serves_runner_and_report():
     for name, table in results.TABLES.items():
         assert (paths.REPO_ROOT / "notebooks" / f"{table.notebook}.ipynb").exists(), name
         assert runner.resolve([name], runner.available())[-2] == table.notebook
+
+
+def test_seed_column_is_written_as_integers(results_root):
+    rows = [{"method": "CoOp", "dataset": "EuroSAT", "split": "base", "seed": 1, "metric": "acc", "value": 80.0},
+            {"method": "CoOp", "dataset": "Average", "split": "base2new", "seed": None, "metric": "H", "value": 79.0}]
+    text = results.save_table("cocoop_base2new", rows, "mini").read_text().splitlines()
+    assert text[1].split(",")[4] == "1" and text[2].split(",")[4] == ""

@@ -6,6 +6,7 @@ import sys
 
 from .bench import cocoop as bench_cocoop
 from .bench import mvp as bench_mvp
+from .utils.lock import Busy
 from .workbook.params import ParamsError
 from .workbook.paths import PROFILES
 from .workbook.report import render_report
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         try:
             reproduce(args.profile, only=args.only, force=args.force)
-        except (NotebookFailed, ParamsError) as err:
+        except (NotebookFailed, ParamsError, Busy) as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             return 1
     elif args.command == "report":

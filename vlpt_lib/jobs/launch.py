@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..utils.io import atomic_write
+from ..utils.lock import exclusive
 from ..utils import distributed
 from ..utils.progress import get_logger
 
@@ -51,6 +52,13 @@ def run_job(job: str, cfg: dict, runs_dir: str | os.PathLike, *, launcher: str =
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     cfg = resolve_config(job, cfg)
     run_dir = run_dir_for(job, cfg, runs_dir)
+    # One writer per run folder: a second process would resume from the first one's live checkpoint.
+    with exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}"):
+        return _run_locked(job, cfg, run_dir, launcher, nproc, slurm, force)
+
+
+def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, slurm: dict | None,
+                force: bool) -> dict:
     log = get_logger()
     if force and run_dir.exists():
         shutil.rmtree(run_dir)

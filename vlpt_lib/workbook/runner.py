@@ -18,6 +18,7 @@ import papermill as pm
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write
+from ..utils.lock import exclusive
 from . import cocoop, mvp, paths
 from . import params as notebook_params
 from .report import render_report
@@ -146,6 +147,13 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
     todo = resolve(only, present) if only else present
     for name in todo:  # every parameter file is checked before the first notebook runs
         load_params(name, profile, p_dir, nb_dir)
+    # One writer per results folder: a second `reproduce` of the same profile is refused, not interleaved.
+    with exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"):
+        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render)
+
+
+def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path | None, p_dir: Path | None,
+                      render: bool) -> list[Outcome]:
     outcomes: list[Outcome] = []
     failed: Outcome | None = None
     with tqdm(todo, desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar:

@@ -58,6 +58,10 @@ def to_frame(rows: Iterable[Mapping], profile: str | None = None, table: str | N
     missing = df["value"].isna() | df["metric"].isna() | df["method"].isna()
     if missing.any():
         raise ValueError(f"rows without method/metric/value:\n{df[missing].head()}")
+    seed = pd.to_numeric(df["seed"], errors="coerce")
+    if ((seed % 1).fillna(0) != 0).any():
+        raise ValueError(f"seeds must be whole numbers, got {sorted(set(df['seed'].dropna()))}")
+    df["seed"] = seed.astype("Int64")  # written as 1, not 1.0 (derived rows keep an empty seed)
     return df[COLUMNS]
 
 
