@@ -65,8 +65,9 @@ def test_a_failure_names_notebook_cell_and_rerun_command(toy, results_root):
 
 def test_only_accepts_table_names_and_brings_dependencies():
     present = ["00_setup", "01_mini_world", "10_mvp_pretrain", "11_imagenet_finetune", "20_cocoop_base2new", "99_report"]
-    assert runner.resolve(["cocoop_base2new"], present) == ["01_mini_world", "20_cocoop_base2new", "99_report"]
-    assert runner.resolve(["imagenet_finetune"], present) == ["01_mini_world", "10_mvp_pretrain",
+    assert runner.resolve(["cocoop_base2new"], present) == ["00_setup", "01_mini_world", "20_cocoop_base2new",
+                                                            "99_report"]
+    assert runner.resolve(["imagenet_finetune"], present) == ["00_setup", "01_mini_world", "10_mvp_pretrain",
                                                               "11_imagenet_finetune", "99_report"]
     with pytest.raises(SystemExit):
         runner.resolve(["nope"], present)
@@ -104,3 +105,21 @@ def test_cli_names_the_bad_parameter_without_a_traceback(tmp_path):
     finally:
         bad.write_text(old) if old is not None else bad.unlink()
     assert proc.returncode == 1 and "unknown parameter 'strictt'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_only_on_the_paper_profile_checks_the_selected_data_before_any_job(results_root, tmp_path, monkeypatch):
+    """`--only` used to skip 00_setup: on real data, hours of GPU ran before a missing dataset stopped the run."""
+    root = tmp_path / "data"
+    for sub in ("imagenet/images/train/n01", "imagenet/images/val/n01"):
+        (root / sub).mkdir(parents=True)
+    (root / "imagenet" / "classnames.txt").write_text("n01 tench\n")
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(root))
+    with pytest.raises(runner.NotebookFailed) as err:
+        runner.reproduce("paper", only=["cocoop_base2new"], render=False)
+    msg = str(err.value)
+    assert "00_setup" in msg and "Caltech101" in msg
+    assert not (results_root / "paper" / "notebooks" / "20_cocoop_base2new.ipynb").exists(), "no job ran"
+    with pytest.raises(runner.NotebookFailed) as err:
+        runner.reproduce("paper", only=["imagenet_finetune"], render=False)
+    msg = str(err.value)  # ImageNet is there; only what MVP also needs is listed, not the CoOp datasets
+    assert "00_setup" in msg and "Caltech101" not in msg and "ADE20K" not in msg

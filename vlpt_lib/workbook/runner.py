@@ -37,6 +37,7 @@ PIPELINE: dict[str, list[str]] = {
     "99_report": [],
 }
 ALWAYS_RUN = {"99_report"}
+SETUP = "00_setup"
 PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}  # job-config diffs in the notebooks' parameters
 class NotebookFailed(RuntimeError):
     pass
@@ -86,6 +87,8 @@ def resolve(names: list[str], present: list[str]) -> list[str]:
         if n not in needed:
             needed.append(n)
 
+    if SETUP in present:  # the data/weights check comes first, whatever is selected (it stops a paper run early)
+        add(SETUP)
     for n in chosen:
         add(n)
     if "99_report" in present and "99_report" not in needed:
@@ -110,13 +113,19 @@ def rerun_command(name: str, profile: str) -> str:
     return f"python -m vlpt_lib reproduce --profile {profile} --only {name} --force"
 
 
+def checked_tables(todo: list[str]) -> list[str]:
+    """What 00_setup checks when only some notebooks run: their tables (and pre-training's data for 11/12)."""
+    names = [name for name, table in TABLES.items() if table.notebook in todo]
+    return names + (["mvp pre-training"] if "10_mvp_pretrain" in todo else [])
+
+
 def run_notebook(name: str, profile: str, *, force: bool = False, nb_dir: Path | None = None,
-                 p_dir: Path | None = None) -> Outcome:
+                 p_dir: Path | None = None, overrides: dict | None = None) -> Outcome:
     src = (nb_dir or notebooks_dir()) / f"{name}.ipynb"
     out_dir = paths.executed_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     out, record = out_dir / f"{name}.ipynb", out_dir / f"{name}.run.json"
-    params = load_params(name, profile, p_dir, nb_dir)
+    params = {**load_params(name, profile, p_dir, nb_dir), **(overrides or {})}
     key = run_key(src, params)
     if not force and name not in ALWAYS_RUN and out.exists() and record.exists():
         prev = json.loads(record.read_text())
@@ -149,11 +158,13 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
         load_params(name, profile, p_dir, nb_dir)
     # One writer per results folder: a second `reproduce` of the same profile is refused, not interleaved.
     with exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"):
-        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render)
+        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only))
 
 
 def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path | None, p_dir: Path | None,
-                      render: bool) -> list[Outcome]:
+                      render: bool, selective: bool) -> list[Outcome]:
+    # With --only, 00_setup checks the data of the selected tables only (all of it otherwise).
+    setup_overrides = {"tables": checked_tables(todo)} if selective else None
     outcomes: list[Outcome] = []
     failed: Outcome | None = None
     with tqdm(todo, desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar:
@@ -162,7 +173,8 @@ def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path |
             if failed is not None:
                 outcomes.append(Outcome(name, "skipped", message=f"not run: {failed.name} failed"))
                 continue
-            outcome = run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir)
+            outcome = run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir,
+                                   overrides=setup_overrides if name == SETUP else None)
             outcomes.append(outcome)
             bar.write(f"  {name}: {outcome.status} ({outcome.seconds:.0f} s)")
             if outcome.status == "failed":
