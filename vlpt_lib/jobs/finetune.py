@@ -33,7 +33,7 @@ from ..training import loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
-from .pretrain import Init, Strict
+from .pretrain import Init, RunSettings, Strict
 
 
 # Sources: "BEiT" = microsoft/unilm beit/ and beit2/ run_class_finetuning.py (argument defaults) and
@@ -96,11 +96,7 @@ class Optim(Strict):
     clip_grad: float | None = Field(None, description="BEiT run_class_finetuning.py --clip_grad None")
 
 
-class Config(Strict):
-    seed: int = Field(0, description="workbook parameter: the run's seed")
-    device: str = Field("auto", description="[env] auto: CUDA if present")
-    precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
-    threads: int | None = Field(None, description="[env] CPU intra-op threads")
+class Config(RunSettings):
     method: str = Field("MVP", description="workbook parameter: the table row this run fills")
     eval_every: int = Field(1, description="BEiT evaluates after every epoch (max_accuracy: the best of them)")
     mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="beit2 get_started "

@@ -120,11 +120,15 @@ class Optim(Strict):
     clip_grad: float | None = Field(3.0, description="[A] beit2 PRETRAINING.md --clip_grad 3.0")
 
 
-class Config(Strict):
+class RunSettings(Strict):
+    """How an MVP job runs (not what it learns): shared by pretrain, finetune and segment."""
     seed: int = Field(0, description="workbook parameter: the run's seed")
     device: str = Field("auto", description="[env] auto: CUDA if present")
     precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
+
+
+class Config(RunSettings):
     compile: bool = Field(False, description="[env] torch.compile the student")
     target: Literal["clip", "pixel"] = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x "
                                              "visual proj ([A] beit2 VQ-KD teacher, EVA-01); pixel = normalised "

@@ -44,7 +44,7 @@ from ..utils.device import limit_cpu_threads, pick_device, seed_everything
 from ..utils.io import atomic_write
 from ..utils.metrics import IGNORE_INDEX
 from ..utils.progress import get_logger
-from .pretrain import Init, Strict
+from .pretrain import Init, RunSettings, Strict
 
 
 # Sources: "BEiT upernet config" = microsoft/unilm beit/semantic_segmentation/configs/beit/upernet/
@@ -114,11 +114,7 @@ class Optim(Strict):
     clip_grad: float | None = Field(None, description="BEiT upernet config: optimizer_config grad_clip None")
 
 
-class Config(Strict):
-    seed: int = Field(0, description="workbook parameter: the run's seed")
-    device: str = Field("auto", description="[env] auto: CUDA if present")
-    precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
-    threads: int | None = Field(None, description="[env] CPU intra-op threads")
+class Config(RunSettings):
     method: str = Field("MVP", description="workbook parameter: the table row this run fills")
     examples: int = Field(4, description="[env] validation predictions kept for the figure")
     eval_every: int = Field(0, description="[A] evaluate every n epochs; 0: only at the end (BEiT's mmseg evaluates "
