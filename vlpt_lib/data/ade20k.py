@@ -6,7 +6,9 @@
       objectInfo150.txt                               (optional: class names; else the 150 below)
 
 With reduce_zero_label (the MVP/BEiT setting) label 0 becomes 255 (ignored) and the others shift
-down by one, so the classes are 0..K-1. `transforms` is a joint callable (image, mask) -> (image,
+down by one, so the classes are 0..K-1. Each pair is checked when it is read (cheap, per item): a
+mask whose size differs from its image, or with values outside 0..K, is a DatasetError naming the
+file(s), for training and evaluation alike. `transforms` is a joint callable (image, mask) -> (image,
 mask); torchvision.transforms.v2 pipelines work as is (the mask arrives as tv_tensors.Mask).
 """
 from __future__ import annotations
@@ -106,6 +108,10 @@ class ADE20K(Dataset):
     def load_mask(self, i: int) -> np.ndarray:
         path = self.samples[i][1]
         mask = np.asarray(open_image_mask(path), dtype=np.uint8)
+        if mask.max(initial=0) > self.num_classes:  # would crash the loss ("Target 199 is out of bounds")
+            bad = np.unique(mask[mask > self.num_classes]).tolist()
+            raise DatasetError(f"ADE20K annotation {path} has values {bad[:10]} outside 0..{self.num_classes} "
+                               f"(0 = other, 1..{self.num_classes} = classes); fix or delete the file", path)
         if self.reduce_zero_label:
             mask = mask.astype(np.int16) - 1
             mask[mask < 0] = IGNORE_INDEX
@@ -113,8 +119,14 @@ class ADE20K(Dataset):
         return mask
 
     def __getitem__(self, i: int):
-        image = open_image(self.samples[i][0])
-        mask = torch.from_numpy(self.load_mask(i).astype(np.int64))
+        image_path, mask_path = self.samples[i]
+        image = open_image(image_path)
+        mask = self.load_mask(i)
+        if mask.shape != (image.height, image.width):  # never stretch a label map onto another image
+            raise DatasetError(f"ADE20K mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                               f"{image_path} is {image.width}x{image.height}; the pair must have the same size "
+                               "(re-download or delete both)", mask_path)
+        mask = torch.from_numpy(mask.astype(np.int64))
         if self.transforms is not None:
             from torchvision import tv_tensors
             image, mask = self.transforms(image, tv_tensors.Mask(mask))
@@ -134,4 +146,5 @@ def open_image_mask(path: str):
     except FileNotFoundError:
         raise DatasetError(f"annotation not found: {path}", path, LAYOUT) from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DatasetError(f"corrupt or unreadable annotation: {path} ({type(err).__name__}: {err})", path, LAYOUT) from None
+        reason = str(err) or type(err).__name__
+        raise DatasetError(f"cannot read annotation {path}: {reason}; re-download or delete it", path) from None

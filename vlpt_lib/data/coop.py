@@ -7,6 +7,8 @@ base/new class split.
     loader = DataLoader(ImageListDataset(base.test, preprocess), batch_size=100)
 
 Splits are the official ones (CoOp's split_zhou_<Name>.json, FGVC-Aircraft's lists, ImageNet's folders).
+Class folders take their labels from classnames.txt in ImageNet's order (sorted wnids): a missing or
+unknown class folder is an error, never a silent shift of the labels after it.
 A split drawn from class folders exists only for your own copies of the datasets that allow it
 (`allow_folder_split=True`); such a dataset is labelled "<Name> (folder split)" so its numbers are never
 read as the paper's.
@@ -55,6 +57,7 @@ class DatasetSpec:
     split_file: str | None = None
     folder_fallback: bool = False   # class-per-folder images: split by listing when the JSON is missing
     ignored: tuple[str, ...] = ()
+    class_subset: bool = False      # "folders" kind: only some classes of classnames.txt (ImageNet-A/-R)
 
     def layout(self) -> str:
         d, im = self.dataset_dir, self.image_dir
@@ -95,8 +98,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     _spec("UCF101", "ucf101", "UCF-101-midframes", "a photo of a person doing {}."),
     _spec("ImageNetV2", "imagenetv2", "imagenetv2-matched-frequency-format-val", PHOTO, kind="imagenetv2"),
     _spec("ImageNetSketch", "imagenet-sketch", "images", PHOTO, kind="folders"),
-    _spec("ImageNetA", "imagenet-adversarial", "imagenet-a", PHOTO, kind="folders"),
-    _spec("ImageNetR", "imagenet-rendition", "imagenet-r", PHOTO, kind="folders"),
+    _spec("ImageNetA", "imagenet-adversarial", "imagenet-a", PHOTO, kind="folders", class_subset=True),
+    _spec("ImageNetR", "imagenet-rendition", "imagenet-r", PHOTO, kind="folders", class_subset=True),
 ]}
 BASE_TO_NEW = ("ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
                "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101")
@@ -173,7 +176,13 @@ def _classes_by_label(items: list[Datum], where: Path, layout: str) -> list[str]
         raise DatasetError(f"no images listed in {where}", where, layout)
     labels = sorted(names)
     if labels != list(range(len(labels))):
-        raise DatasetError(f"labels in {where} are not 0..{len(labels) - 1} (found {labels[:5]}...)", where, layout)
+        n = len(labels)
+        bad = [lab for lab in labels if not 0 <= lab < n]
+        unused = sorted(set(range(n)) - set(labels))
+        first = next(d for d in items if d.label in bad)
+        raise DatasetError(f"labels in {where} must be 0..{n - 1} for its {n} classes: out of range {bad[:10]} "
+                           f"(e.g. {first.impath}), never used {unused[:10]}; fix the file or re-download it",
+                           where, layout)
     return [names[i] for i in labels]
 
 
@@ -242,17 +251,49 @@ def _read_fgvc(spec: DatasetSpec, ddir: Path, image_dir: Path):
 
 
 def read_classnames(path: Path, layout: str | None = None) -> dict[str, str]:
-    """ImageNet's classnames.txt: '<wnid> <class name>' per line, in label order."""
+    """ImageNet's classnames.txt: '<wnid> <class name>' per line (labels: the sorted wnids); a repeated
+    wnid is an error, not a silently replaced name."""
     require(path, "class name file", layout, "file")
-    names = {}
+    names, line_of = {}, {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         parts = line.strip().split(" ", 1)
         if len(parts) != 2:
             raise DatasetError(f"malformed line {n} in {path}: {line!r} (want '<wnid> <class name>')", path, layout)
-        names[parts[0]] = clean_classname(parts[1])
+        if parts[0] in names:
+            raise DatasetError(f"duplicate wnid {parts[0]} in {path} on lines {line_of[parts[0]]} and {n}; "
+                               "each class must have one line (delete the extra one)", path, layout)
+        names[parts[0]], line_of[parts[0]] = clean_classname(parts[1]), n
     return names
+
+
+def _some(paths: list) -> str:
+    return ", ".join(str(p) for p in paths[:5]) + (f" ... ({len(paths) - 5} more)" if len(paths) > 5 else "")
+
+
+def class_folder_order(image_dir: Path, present: list[str], names: dict[str, str], names_file: Path, what: str,
+                       layout: str | None = None, every_class: bool = True) -> list[str]:
+    """The wnids in label order for the class folders `present` under image_dir.
+
+    every_class: labels are the canonical ImageNet order (sorted wnids of classnames.txt), and a
+    missing folder is an error (labelling the folders present would shift every later label).
+    Otherwise (ImageNet-A/-R: a class subset) labels follow the sorted folders present.
+    A folder without a line in classnames.txt is an error either way."""
+    extra = [w for w in present if w not in names]
+    if extra:
+        raise DatasetError(f"{what} has {len(extra)} class folder(s) with no line in {names_file}: "
+                           f"{_some([image_dir / w for w in extra])}; add their lines or remove the folders",
+                           image_dir / extra[0], layout)
+    if not every_class:
+        return sorted(present)
+    have = set(present)
+    missing = [w for w in sorted(names) if w not in have]
+    if missing:
+        raise DatasetError(f"{what} is missing {len(missing)} of {len(names)} class folders: "
+                           f"{_some([image_dir / w for w in missing])}; labels would shift (restore the "
+                           "folders from the dataset archive)", image_dir / missing[0], layout)
+    return sorted(names)
 
 
 def scan_folders(image_dir: Path, cache: Path | None = None) -> list[tuple[str, list[str]]]:
@@ -273,14 +314,13 @@ def scan_folders(image_dir: Path, cache: Path | None = None) -> list[tuple[str, 
     return folders
 
 
-def _read_folder_split(image_dir: Path, names: dict[str, str], layout: str, cache: Path | None,
-                       labels_from_folders: bool = True) -> tuple[list[Datum], list[str]]:
-    items, classnames = [], []
-    for label, (wnid, files) in enumerate(scan_folders(image_dir, cache)):
-        if wnid not in names:
-            raise DatasetError(f"class folder {image_dir / wnid} has no line in classnames.txt", image_dir / wnid, layout)
-        classnames.append(names[wnid])
-        items += [Datum(str(image_dir / wnid / f), label, names[wnid]) for f in files]
+def _read_folder_split(image_dir: Path, names: dict[str, str], names_file: Path, what: str, layout: str,
+                       cache: Path | None, every_class: bool = True) -> tuple[list[Datum], list[str]]:
+    folders = scan_folders(image_dir, cache)
+    order = class_folder_order(image_dir, [w for w, _ in folders], names, names_file, what, layout, every_class)
+    label_of = {w: i for i, w in enumerate(order)}
+    items = [Datum(str(image_dir / w / f), label_of[w], names[w]) for w, files in folders for f in files]
+    classnames = [names[w] for w in order]
     if not items:
         raise DatasetError(f"no images under {image_dir}", image_dir, layout)
     return items, classnames
@@ -316,15 +356,18 @@ def load_dataset(name: str, root: str | os.PathLike, allow_folder_split: bool = 
     elif spec.kind == "fgvc":
         train, val, test, classnames = _read_fgvc(spec, ddir, image_dir)
     elif spec.kind == "imagenet":
-        names = read_classnames(ddir / "classnames.txt", layout)
+        names_file = ddir / "classnames.txt"
+        names = read_classnames(names_file, layout)
         tdir = require(image_dir / "train", "ImageNet train folder", layout, "dir")
         vdir = require(image_dir / "val", "ImageNet val folder", layout, "dir")
-        train, classnames = _read_folder_split(tdir, names, layout, ddir / "scan_train.json")
-        test, _ = _read_folder_split(vdir, names, layout, ddir / "scan_val.json")
+        train, classnames = _read_folder_split(tdir, names, names_file, "ImageNet train", layout,
+                                               ddir / "scan_train.json")
+        test, _ = _read_folder_split(vdir, names, names_file, "ImageNet val", layout, ddir / "scan_val.json")
         val = test  # CoOp: ImageNet's val set is its test set
         meta["val_is_test"] = True  # CoOp draws no few-shot val set for ImageNet
     elif spec.kind == "imagenetv2":
-        names = list(read_classnames(ddir / "classnames.txt", layout).values())
+        by_wnid = read_classnames(ddir / "classnames.txt", layout)
+        names = [by_wnid[w] for w in sorted(by_wnid)]  # folder <i> is label i of the sorted wnids
         test = []
         for folder in sorted(_class_folders(image_dir), key=lambda p: int(p.name) if p.name.isdigit() else -1):
             if not folder.name.isdigit() or int(folder.name) >= len(names):
@@ -333,8 +376,10 @@ def load_dataset(name: str, root: str | os.PathLike, allow_folder_split: bool = 
             test += [Datum(str(p), lab, names[lab]) for p in _list_images(folder)]
         train, val, classnames = [], [], names
     else:  # folders: Sketch (all classes), A and R (the classes present, labels from the sorted folder list)
-        names = read_classnames(ddir / "classnames.txt", layout)
-        test, classnames = _read_folder_split(image_dir, names, layout, ddir / "scan.json")
+        names_file = ddir / "classnames.txt"
+        names = read_classnames(names_file, layout)
+        test, classnames = _read_folder_split(image_dir, names, names_file, spec.name, layout, ddir / "scan.json",
+                                              every_class=not spec.class_subset)
         train, val = [], []
     _check_first_images({"train": train, "val": val, "test": test}, layout)
     return CoopDataset(spec.name, train, val, test, classnames, spec.template, ddir, "all", meta)
@@ -512,7 +557,7 @@ def subsample_classes(ds: CoopDataset, which: str) -> CoopDataset:
 
 # ----------------------------------------------------------------------------- torch dataset
 def open_image(path: str | os.PathLike):
-    """PIL RGB image, or DatasetError naming the file when it is missing or cannot be decoded."""
+    """PIL RGB image, or a one-line DatasetError naming the file when it is missing or cannot be decoded."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -520,7 +565,8 @@ def open_image(path: str | os.PathLike):
     except FileNotFoundError:
         raise DatasetError(f"image not found: {path}", path) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"corrupt or unreadable image: {path} ({type(err).__name__}: {err})", path) from None
+        reason = str(err) or type(err).__name__
+        raise DatasetError(f"cannot read image {path}: {reason}; re-download or delete it", path) from None
 
 
 class ImageListDataset(Dataset):
@@ -546,4 +592,4 @@ class ImageListDataset(Dataset):
 __all__ = ["DATASETS", "BASE_TO_NEW", "VARIANTS", "Datum", "DatasetSpec", "CoopDataset", "load_dataset",
            "few_shot", "read_dassl_fewshot", "OFFICIAL_SPLITS", "FOLDER_SPLIT_NOTE", "base_label",
            "subsample_classes", "base_new_labels", "ImageListDataset", "open_image", "get_spec",
-           "read_classnames", "scan_folders"]
+           "read_classnames", "scan_folders", "class_folder_order"]

@@ -4,8 +4,9 @@
     <root>/images/val/<wnid>/*.JPEG
     <root>/classnames.txt            "<wnid> <class name>" per line
 
-Labels follow the sorted wnid folders (the usual ImageNet order). `root` is the imagenet folder;
-a data root that holds imagenet/ works too.
+Labels are the sorted wnids of classnames.txt (the usual ImageNet order); a split missing one of
+those class folders, or holding one that is not in the file, is an error (labels would shift).
+`root` is the imagenet folder; a data root that holds imagenet/ works too.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset, Subset
 
 from . import DatasetError, require
-from .coop import DATASETS, open_image, read_classnames, scan_folders
+from .coop import DATASETS, class_folder_order, open_image, read_classnames, scan_folders
 
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "val"}
 
@@ -39,18 +40,17 @@ class ImageNetFolder(Dataset):
             raise ValueError(f"split must be one of {tuple(SPLITS)}, not {split!r}")
         self.root = imagenet_root(root)
         require(self.root, "ImageNet folder", layout, "dir")
-        names = read_classnames(self.root / "classnames.txt", layout)
+        names_file = self.root / "classnames.txt"
+        names = read_classnames(names_file, layout)
         image_dir = require(self.root / "images" / SPLITS[split], f"ImageNet {split} folder", layout, "dir")
         folders = scan_folders(image_dir, self.root / f"scan_{SPLITS[split]}.json")
         if not folders:
             raise DatasetError(f"no class folders under {image_dir}", image_dir, layout)
-        self.wnids = [w for w, _ in folders]
-        missing = [w for w in self.wnids if w not in names]
-        if missing:
-            raise DatasetError(f"class folders without a line in {self.root / 'classnames.txt'}: {missing[:5]}",
-                               image_dir / missing[0], layout)
+        self.wnids = class_folder_order(image_dir, [w for w, _ in folders], names, names_file,
+                                        f"ImageNet {SPLITS[split]}", layout)
         self.classnames = [names[w] for w in self.wnids]
-        self.samples = [(str(image_dir / w / f), label) for label, (w, files) in enumerate(folders) for f in files]
+        label_of = {w: i for i, w in enumerate(self.wnids)}
+        self.samples = [(str(image_dir / w / f), label_of[w]) for w, files in folders for f in files]
         if not self.samples:
             raise DatasetError(f"no images under {image_dir}", image_dir, layout)
         self.targets = [label for _, label in self.samples]
