@@ -31,6 +31,7 @@ import shutil
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -375,25 +376,50 @@ def _write_captions(root: Path, cfg: WorldConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- entry points
-def generate_world(root: str | os.PathLike, cfg: WorldConfig) -> Path:
-    """Write the whole world into `root` (replacing what is there), then its stamp."""
+def build_atomically(root: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run write(folder) on a fresh sibling folder, then swap it in for `root`: a crash or an interrupt
+    leaves `root` as it was (shared by every generated world)."""
     root = Path(root)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_imagenet(tmp, cfg)
-        _write_coop(tmp, cfg)
-        _write_ade(tmp, cfg)
-        _write_captions(tmp, cfg)
-        (tmp / STAMP).write_text(json.dumps({"hash": config_hash(cfg), "version": WORLD_VERSION,
-                                             "config": asdict(cfg)}, indent=2))
+        write(tmp)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def ensure_generated(root: str | os.PathLike, is_current: Callable[[Path], bool], generate: Callable[[Path], Path],
+                     what: str, force: bool = False) -> Path:
+    """generate(root) unless is_current(root) (its stamp matches); concurrent callers (two notebooks, a
+    test) wait on a lock beside `root` instead of writing over each other."""
+    root = Path(root)
+    if not force and is_current(root):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force or not is_current(root):
+            get_logger().info("generating %s in %s", what, root)
+            generate(root)
+    return root
+
+
+def generate_world(root: str | os.PathLike, cfg: WorldConfig) -> Path:
+    """Write the whole world into `root` (replacing what is there), then its stamp."""
+    def write(tmp: Path) -> None:
+        _write_imagenet(tmp, cfg)
+        _write_coop(tmp, cfg)
+        _write_ade(tmp, cfg)
+        _write_captions(tmp, cfg)
+        (tmp / STAMP).write_text(json.dumps({"hash": config_hash(cfg), "version": WORLD_VERSION,
+                                             "config": asdict(cfg)}, indent=2))
+
+    return build_atomically(root, write)
 
 
 def is_current(root: Path, cfg: WorldConfig) -> bool:
@@ -410,13 +436,5 @@ def ensure_world(root: str | os.PathLike, cfg: WorldConfig, force: bool = False)
     The stamp file holds the config hash: a re-run is a no-op, a changed config regenerates.
     Concurrent callers (two notebooks, a test) wait on a lock instead of writing over each other.
     """
-    root = Path(root)
-    if not force and is_current(root, cfg):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not is_current(root, cfg):
-            get_logger().info("generating the mini world (config %s) in %s", config_hash(cfg), root)
-            generate_world(root, cfg)
-    return root
+    return ensure_generated(root, lambda r: is_current(r, cfg), lambda r: generate_world(r, cfg),
+                            f"the mini world (config {config_hash(cfg)})", force)
