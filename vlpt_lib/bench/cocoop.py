@@ -5,7 +5,9 @@
 Both paths run on the same randomly initialised open_clip model (no downloads), the same images
 and the same prompt learner. Training = forward + backward + SGD step on a batch; evaluation =
 forward without gradients. Speed-ups are per image. On CUDA the run also projects a full
-ImageNet-val evaluation (50,000 images x 1,000 classes) with the fast path and autocast.
+ImageNet-val evaluation (50,000 images x 1,000 classes) with the fast path and autocast, and records
+the peak GPU memory of the timed runs and of the projection (`peak_mem_gib`, `projection_peak_mem_gib`).
+`make gpu-check` (scripts/gpu_check.py) runs it at its CUDA defaults: 100 classes, batch 32.
 The final line is `cocoop train speedup: <x>x  eval speedup: <y>x`; JSON and a PNG figure go to
 results/bench/.
 """
@@ -221,14 +223,17 @@ def _imagenet_projection(model: PromptCLIP, device, args, size) -> dict:
         with torch.no_grad(), autocast(device, args.precision):
             model(images)
 
+    torch.cuda.reset_peak_memory_stats(device)
     per_batch = _time_pair({"fast": step}, device, 1, 3)[0]["fast"]
     projected = per_batch * n_images / args.proj_batch
     eot = model.prompt_learner.eot_idx
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30
     print(f"projected ImageNet-val eval (50,000 images x 1,000 classes, {args.proj_batch} images/batch, "
           f"prompts up to {int(eot.max()) + 1} tokens): {projected / 60:.1f} min on this GPU "
-          f"({1000 * per_batch / args.proj_batch:.2f} ms/image)", flush=True)
+          f"({1000 * per_batch / args.proj_batch:.2f} ms/image, peak {peak_gib:.1f} GiB)", flush=True)
     return {"imagenet_val_projection_min": projected / 60, "projection_s_per_image": per_batch / args.proj_batch,
-            "projection_batch": args.proj_batch, "projection_longest_prompt_tokens": int(eot.max()) + 1}
+            "projection_batch": args.proj_batch, "projection_classes": n_cls,
+            "projection_longest_prompt_tokens": int(eot.max()) + 1, "projection_peak_mem_gib": peak_gib}
 
 
 def _figure(result: dict, path) -> None:

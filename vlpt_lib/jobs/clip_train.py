@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 
 from ..data import DatasetError
 from ..data.coop import ImageListDataset, load_dataset, open_image
-from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS
+from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS, STAMP
 from ..models import clip as _clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
 from ..models.zeroshot import ZeroShotHead, zeroshot_classifier
 from ..training import checkpoint, loop, optim
@@ -200,6 +200,13 @@ def run(cfg: dict, run_dir) -> dict:
     return {"checkpoint": str(ckpt_path), "model_name": cfg.model_name, "world_root": str(world_root),
             "n_pairs": len(pairs), "history": history, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
             "rows": rows}
+
+
+# ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
+def data_paths(cfg: dict) -> list[str]:
+    """The generated world's stamp (it changes when the world is regenerated) and its captions."""
+    root = Path(cfg["world_root"])
+    return [str(root / STAMP), str(root / "captions" / "train.csv")]
 
 
 if __name__ == "__main__":

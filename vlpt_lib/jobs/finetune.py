@@ -33,7 +33,7 @@ from ..training import loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
-from .pretrain import Init, RunSettings, Strict
+from .pretrain import Init, RunSettings, Strict, imagenet_paths
 
 
 # Sources: "BEiT" = microsoft/unilm beit/ and beit2/ run_class_finetuning.py (argument defaults) and
@@ -215,6 +215,7 @@ def run(cfg: dict, run_dir) -> dict:
         return {"val_top1": r["top1"], "val_loss": r["loss"]}
 
     history = loop.train(model, train, step_fn, opt, sched, run_dir, device=device, epochs=o.epochs,
+                         max_steps=cfg.max_steps,
                          batch_size=o.batch_size, seed=cfg.seed, clip_grad=o.clip_grad, precision=cfg.precision,
                          num_workers=cfg.data.num_workers, loader=loader, evaluate=evaluate,
                          eval_every=cfg.eval_every, desc=f"finetune[{cfg.method}]")
@@ -228,6 +229,14 @@ def run(cfg: dict, run_dir) -> dict:
     return {"top1": best, "top1_best": best, "top1_final": final, "best_epoch": best_epoch, "history": history,
             "rows": rows, "load_report": report, "lr": lr, "num_classes": num_classes, "train_images": len(train),
             "val_images": len(val), "world_size": distributed.world_size()}
+
+
+# ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
+def data_paths(cfg: dict) -> list[str]:
+    """ImageNet train and val (kind imagenet) and the exported student it starts from (a pretrain run's file)."""
+    data, checkpoint = cfg["data"], cfg["init"]["checkpoint"]
+    images = imagenet_paths(data["root"], ["train", "val"]) if data["kind"] == "imagenet" else []
+    return images + ([checkpoint] if checkpoint else [])
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..data.imagefolder import ImageNetFolder, limit
+from ..data.imagefolder import SPLITS, ImageNetFolder, limit
 from ..data.synthetic import SyntheticImages
-from ..models.clip import load_clip
+from ..models.clip import _is_path, load_clip
 from ..models.masking import BlockMaskGenerator
 from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, build_target, masked_loss, save_exported
 from ..training import loop, optim
@@ -126,6 +126,8 @@ class RunSettings(Strict):
     device: str = Field("auto", description="[env] auto: CUDA if present")
     precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
+    max_steps: int | None = Field(None, description="[cap] stop training after this many steps (the paper "
+                                  "profile's dry run; None: the whole schedule, which keeps its length)")
 
 
 class Config(RunSettings):
@@ -253,6 +255,7 @@ def run(cfg: dict, run_dir) -> dict:
         return masked_loss(model(images, mask), target(images, grid)[mask], kind)
 
     history = loop.train(student, data, step_fn, opt, sched, run_dir, device=device, epochs=o.epochs,
+                         max_steps=cfg.max_steps,
                          batch_size=o.batch_size, seed=cfg.seed, clip_grad=o.clip_grad, precision=cfg.precision,
                          num_workers=cfg.data.num_workers, compile=cfg.compile, loader=loader,
                          desc=f"pretrain[{cfg.target}]")
@@ -268,6 +271,29 @@ def run(cfg: dict, run_dir) -> dict:
             "steps": steps, "images_seen": steps * o.batch_size,
             "train_images": len(data), "num_masking_patches": data.masker.num_masking_patches,
             "grid": list(grid)}
+
+
+# ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
+def imagenet_paths(root: str | None, splits: list[str]) -> list[str]:
+    """classnames.txt and images/<split> under both layouts ImageNetFolder accepts (a data root holding
+    imagenet/, or the imagenet folder itself); the absent layout reads as "missing"."""
+    if not root:
+        return []
+    bases = [Path(root) / "imagenet", Path(root)]
+    return ([str(b / "classnames.txt") for b in bases]
+            + [str(b / "images" / SPLITS.get(s, s)) for b in bases for s in splits])
+
+
+def weights_file(pretrained: str | None) -> list[str]:
+    """A CLIP weights file is read too (an open_clip tag or random weights is not a file)."""
+    return [pretrained] if pretrained and _is_path(pretrained) else []
+
+
+def data_paths(cfg: dict) -> list[str]:
+    """ImageNet's split (kind imagenet) and the teacher's weights file (target clip)."""
+    data = cfg["data"]
+    images = imagenet_paths(data["root"], [data["split"]]) if data["kind"] == "imagenet" else []
+    return images + (weights_file(cfg["clip"]["pretrained"]) if cfg["target"] == "clip" else [])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torchvision import transforms as T
 
 from ..data import coop
-from ..models.clip import load_clip
+from ..data.imagefolder import limit
+from ..models.clip import _is_path, load_clip
 from ..models.prompt import PromptCLIP
 from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
@@ -121,6 +122,10 @@ class Config(BaseModel):
     text_chunk: int = Field(2048, description="[env] most prompts per text-encoder pass (bounds memory; exact)")
     load_from: str | None = Field(None, description="[env] a finished run folder of this job: evaluate its "
                                                     "prompts, no training")
+    # caps (the paper profile's dry run: `reproduce --profile paper --dry-run`); None = the recipe's
+    max_steps: int | None = Field(None, description="[cap] stop training after this many steps (None: all epochs)")
+    max_test_images: int | None = Field(None, description="[cap] images evaluated per test set, a seeded draw "
+                                                          "(None: all)")
 
     @model_validator(mode="before")
     @classmethod
@@ -247,7 +252,7 @@ def train(model: PromptCLIP, train_ds, cfg: Config, device: torch.device, run_di
 
     return loop.train(model, data, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, seed=cfg.seed, drop_last=loader.drop_last, precision=cfg.precision,
-                      num_workers=cfg.num_workers, state_module=model.prompt_learner,
+                      max_steps=cfg.max_steps, num_workers=cfg.num_workers, state_module=model.prompt_learner,
                       ddp_kwargs={"broadcast_buffers": False}, desc=f"{cfg.method} {train_ds.name}", loader=loader)
 
 
@@ -270,7 +275,8 @@ def evaluate_all(model: PromptCLIP, bundle, cfg: Config, root: Path, device: tor
             loaded[name] = coop.load_dataset(name, root, allow_folder_split=cfg.allow_folder_split)
         ds = coop.subsample_classes(loaded[name], target.subsample)
         model.set_classnames(ds.classnames, template=ds.template)
-        res = evaluate_classifier(model, coop.ImageListDataset(ds.test, bundle.preprocess_val), device=device,
+        test = limit(coop.ImageListDataset(ds.test, bundle.preprocess_val), cfg.max_test_images, cfg.seed)
+        res = evaluate_classifier(model, test, device=device,
                                   batch_size=cfg.test_batch_size, precision=cfg.precision,
                                   num_workers=cfg.num_workers, num_classes=ds.num_classes,
                                   desc=f"eval {cfg.method} {name} {split}")
@@ -280,6 +286,35 @@ def evaluate_all(model: PromptCLIP, bundle, cfg: Config, root: Path, device: tor
         log.info("%s on %s (%s, %d classes): %.2f%% of %d", cfg.method, ds.name, split, ds.num_classes,
                  res["top1"], res["n"])
     return results
+
+
+# ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
+def dataset_paths(root: str, name: str) -> list[str]:
+    """The split/class-name files and image folders of one CoOp dataset (coop.DatasetSpec layouts)."""
+    spec = coop.get_spec(name)
+    ddir = Path(root) / spec.dataset_dir
+    image_dir = ddir / spec.image_dir if spec.image_dir else ddir
+    if spec.kind == "split_json":
+        files = [spec.split_file]
+    elif spec.kind == "fgvc":
+        files = [f"images_variant_{p}.txt" for p in ("train", "val", "test")] + ["variants.txt"]
+    else:
+        files = ["classnames.txt"]
+    folders = [image_dir / "train", image_dir / "val"] if spec.kind == "imagenet" else [image_dir]
+    return [str(ddir / f) for f in files] + [str(f) for f in folders]
+
+
+def data_paths(cfg: dict) -> list[str]:
+    """Every dataset it trains on or evaluates, Dassl's few-shot file if one is there, the CLIP weights file
+    and the trained run it loads (load_from/last.pt)."""
+    names = [cfg["dataset"]] + [t["dataset"] for t in cfg.get("eval") or []]
+    out = [p for name in dict.fromkeys(names) for p in dataset_paths(cfg["data_root"], name)]
+    spec = coop.get_spec(cfg["dataset"])
+    out.append(str(Path(cfg["data_root"]) / spec.dataset_dir / "split_fewshot"
+                   / f"shot_{cfg['shots']}-seed_{cfg['seed']}.pkl"))
+    pretrained = cfg["clip"]["pretrained"]
+    out += [pretrained] if pretrained and _is_path(pretrained) else []
+    return out + ([str(Path(cfg["load_from"]) / "last.pt")] if cfg.get("load_from") else [])
 
 
 if __name__ == "__main__":

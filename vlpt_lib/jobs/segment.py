@@ -249,8 +249,15 @@ def run(cfg: dict, run_dir) -> dict:
     o = cfg.optim
     train, val, k = build_data(cfg)
     model, report = build_model(cfg, k)
-    if distributed.is_dist() and device.type == "cuda":  # SyncBatchNorm is CUDA-only; CPU DDP keeps per-rank BN
+    synced = distributed.is_dist() and device.type == "cuda"  # SyncBatchNorm is CUDA-only; CPU DDP keeps per-rank BN
+    if synced:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The decoder's pooled (1x1) BatchNorm needs 2 crops per statistic: per process, or across processes with SyncBN.
+    crops = loop.per_rank_batch(o.batch_size) * (distributed.world_size() if synced else 1)
+    if crops < 2:
+        raise ValueError(f"segment: optim.batch_size {o.batch_size} over {distributed.world_size()} process(es) puts "
+                         f"{crops} crop per BatchNorm statistic; the UperNet decoder needs >= 2 (BEiT: 2 per GPU). "
+                         "Raise optim.batch_size (or use CUDA, where SyncBatchNorm pools the processes).")
     model.to(device)
     loader = loop.make_loader(train, batch_size=o.batch_size, seed=cfg.seed, drop_last=True,
                               num_workers=cfg.data.num_workers, device=device)
@@ -276,7 +283,7 @@ def run(cfg: dict, run_dir) -> dict:
         return {"miou": scores["miou"], "macc": scores["macc"], "aacc": scores["aacc"]}
 
     history = loop.train(model, train, step_fn, opt, sched, run_dir, device=device, epochs=epochs,
-                         batch_size=o.batch_size, seed=cfg.seed, max_steps=o.iters, clip_grad=o.clip_grad,
+                         batch_size=o.batch_size, seed=cfg.seed, max_steps=min(o.iters, cfg.max_steps or o.iters), clip_grad=o.clip_grad,
                          precision=cfg.precision, num_workers=cfg.data.num_workers, loader=loader, evaluate=eval_fn,
                          eval_every=cfg.eval_every or epochs + 1, desc=f"segment[{cfg.method}]")
     if not final:  # resumed after the last epoch had finished: evaluate the restored model
@@ -295,6 +302,20 @@ def run(cfg: dict, run_dir) -> dict:
             "per_class_iou": scores["per_class_iou"], "history": history, "evals": evals, "rows": [row],
             "examples": str(ex_path) if examples else None, "num_classes": k, "load_report": report, "lr": lr,
             "train_images": len(train), "val_images": len(val), "world_size": distributed.world_size()}
+
+
+# ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
+def data_paths(cfg: dict) -> list[str]:
+    """ADE20K's image and annotation folders (kind ade20k; both layouts ADE20K accepts, the absent one reads
+    "missing"), objectInfo150.txt, and the exported student it starts from."""
+    data, checkpoint = cfg["data"], cfg["init"]["checkpoint"]
+    out = []
+    if data["kind"] == "ade20k" and data["root"]:
+        for base in (Path(data["root"]) / "ADEChallengeData2016", Path(data["root"])):
+            out += [str(base / "objectInfo150.txt")]
+            out += [str(base / part / split) for part in ("images", "annotations")
+                    for split in ("training", "validation")]
+    return out + ([checkpoint] if checkpoint else [])
 
 
 if __name__ == "__main__":

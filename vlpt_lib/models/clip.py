@@ -2,6 +2,7 @@
 
     bundle = load_clip("ViT-B-16", "openai", device)           # OpenAI's weights (a tag or a local file)
     bundle = load_clip("vlpt-mini-clip", "/runs/.../mini_clip.pt")  # the small CLIP of the mini world
+    bundle = load_clip("ViT-B-16", "random", quick_gelu=True)  # the architecture, seeded random weights (dry run)
 
 Both go through the same `open_clip.create_model_and_transforms` call, so the mini run exercises the
 real loading path. OpenAI's CLIP uses QuickGELU: a tag whose open_clip pretrained cfg says quick_gelu
@@ -21,6 +22,12 @@ from huggingface_hub import hf_hub_download
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)  # registers vlpt-smoke-clip and vlpt-mini-clip
+
+
+# `pretrained: random`: the architecture with seeded random weights, for the paper profile's dry run
+# (`reproduce --profile paper --dry-run`), where OpenAI's weights are not needed to test every code path.
+RANDOM_WEIGHTS = "random"
+RANDOM_SEED = 0
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -57,7 +64,7 @@ def cached_weights(model_name: str, tag: str) -> Path | None:
 
 def tag_quick_gelu(model_name: str, tag: str | None) -> bool:
     """Whether the weights of an open_clip tag were trained with QuickGELU (OpenAI's are)."""
-    if not tag or _is_path(str(tag)):
+    if not tag or tag == RANDOM_WEIGHTS or _is_path(str(tag)):
         return False
     return bool((open_clip.get_pretrained_cfg(model_name, tag) or {}).get("quick_gelu", False))
 
@@ -87,6 +94,14 @@ def load_clip(model_name: str, pretrained: str | None, device: str | torch.devic
     elif pretrained and (local := cached_weights(model_name, pretrained)) is not None:
         source = str(local)
     extra = {"force_quick_gelu": True} if quick_gelu else {}
+    if pretrained == RANDOM_WEIGHTS:
+        with torch.random.fork_rng(devices=[]):  # the same weights in every process and every run
+            torch.manual_seed(RANDOM_SEED)
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                model_name, pretrained=None, device="cpu", **extra)
+        model.to(device).eval()
+        return ClipBundle(model, preprocess_train, preprocess_val, open_clip.get_tokenizer(model_name),
+                          model_name, RANDOM_WEIGHTS)
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
             model_name, pretrained=source, device=device, **extra)

@@ -29,6 +29,11 @@ def reference_dir() -> Path:
     return REPO_ROOT / "results" / "reference"
 
 
+def dry_run_dir() -> Path:
+    """The paper profile's dry run: its synthetic world, and its results in <this>/paper/ (never results/paper)."""
+    return results_root() / "dry-run"
+
+
 def bench_dir() -> Path:
     return results_root() / "bench"
 

@@ -8,7 +8,10 @@ Jobs receive these explicit paths and never know which profile they serve:
   results/<profile>/world, and a small CLIP trained on its captions by the `clip_train` job;
 - paper: the user's datasets (`data_root` or $VLPT_DATA_ROOT) and OpenAI's CLIP ViT-B/16 (an open_clip
   tag already in the local cache, or a local weights file), always with QuickGELU as OpenAI's CLIP is
-  built (quick_gelu=True unless the caller says otherwise, or names a tag trained without it).
+  built (quick_gelu=True unless the caller says otherwise, or names a tag trained without it);
+- the paper profile's dry run (`reproduce --profile paper --dry-run`): the same paper notebooks and jobs
+  on a synthetic data root shaped exactly like the real one (vlpt_lib.data.paper_world) and ViT-B/16
+  with random weights (`clip_pretrained: random`), handed over as the paper profile's own parameters.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from pathlib import Path
 
 from ..data.check import data_requirements as check
 from ..data.mini_world import config_hash, ensure_world, world_config
+from ..data.paper_world import ensure_paper_world
 from ..jobs.launch import run_dir_for, run_job
-from ..models.clip import _is_path, tag_quick_gelu
+from ..models.clip import RANDOM_WEIGHTS, _is_path, tag_quick_gelu
 from . import paths
 
 PAPER_CLIP = ("ViT-B-16", "openai")
@@ -78,8 +82,9 @@ def clip_of(profile: str, clip_model: str | None = None, clip_pretrained: str | 
     pretrained cfg, True for "openai"). smoke/mini: the mini CLIP's weights (trained by ensure_mini_clip)."""
     if profile == "paper":
         name, pretrained = clip_model or PAPER_CLIP[0], clip_pretrained or PAPER_CLIP[1]
-        if clip_quick_gelu is None:
-            clip_quick_gelu = True if _is_path(str(pretrained)) else tag_quick_gelu(name, pretrained)
+        if clip_quick_gelu is None:  # a local file or random weights: built as OpenAI's CLIP is
+            clip_quick_gelu = (True if _is_path(str(pretrained)) or pretrained == RANDOM_WEIGHTS
+                               else tag_quick_gelu(name, pretrained))
     else:
         name = clip_model or mini_clip_name(profile)
         pretrained = clip_pretrained or str(mini_clip_weights(profile))
@@ -102,6 +107,17 @@ def resolve(profile: str, data_root=None, clip_model: str | None = None, clip_pr
     if need_clip and profile != "paper" and not clip_pretrained and prepare:
         ensure_mini_clip(profile)
     return Resolved(profile, Path(root), clip)
+
+
+def ensure_dry_run_world(force: bool = False) -> Path:
+    """The paper-shaped synthetic data root of the dry run (generated once, under results/dry-run/world)."""
+    return ensure_paper_world(paths.dry_run_dir() / "world", force=force)
+
+
+def dry_run_params(force_world: bool = False) -> dict:
+    """What the dry run gives every paper notebook on top of its parameters: the synthetic data root and
+    random CLIP weights (the paper's architecture, ViT-B-16 with QuickGELU)."""
+    return {"data_root": str(ensure_dry_run_world(force_world)), "clip_pretrained": RANDOM_WEIGHTS}
 
 
 def data_requirements(profile: str, data_root=None, allow_folder_split: bool = False) -> list[dict]:

@@ -2,7 +2,8 @@
 
 Generated from the resolved job configs (pydantic models), so it cannot drift from what runs. A
 field's source is its `Field(description=...)` in the job's Config: a config file or paper section,
-"[A] assumption: why" where the papers leave it open, or "[env]" for how-to-run settings.
+"[A] assumption: why" where the papers leave it open, "[env]" for how-to-run settings, or "[cap]" for
+the dry run's caps (shown when set).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def recipe_card(configs: BaseModel | Mapping[str, BaseModel], *, env: bool = Fal
     for key, _, source in _rows(first):
         if not env and source.startswith("[env]"):
             continue
+        if source.startswith("[cap]") and all(vals.get(key) is None for vals in columns.values()):
+            continue  # a dry run's cap shows only when it is set
         records.append({"key": key, **{label: _show(vals.get(key)) for label, vals in columns.items()},
                         "source": source})
     return pd.DataFrame(records).set_index("key")
