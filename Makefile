@@ -2,9 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-export MPLBACKEND := agg
 
-.PHONY: install reproduce reproduce-smoke test lab report clean-results
+.PHONY: install reproduce dry-run reproduce-smoke test lab report clean-results gpu-check gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +19,12 @@ install: $(VENV)/.installed
 
 reproduce: install
 	$(PY) -m vlpt_lib reproduce --profile mini
+
+# The paper profile end to end on a synthetic, paper-shaped data root with random ViT-B/16 weights (caps in
+# params/dry-run/, printed first); results in results/dry-run/ (cleared first: nothing cached can hide a bug).
+dry-run: install
+	rm -rf results/dry-run/paper
+	$(PY) -m vlpt_lib reproduce --profile paper --dry-run
 
 reproduce-smoke: install
 	$(PY) -m vlpt_lib reproduce --profile smoke
@@ -37,3 +42,17 @@ lab: install
 
 clean-results:
 	rm -rf results/smoke results/mini/world results/mini/runs results/mini/notebooks results/mini/report
+
+# On a machine with one H100/H200 and no network, before anything else: the benches and the dry run on CUDA in
+# at most 8 minutes (scripts/gpu_check.py); results/bench/gpu_check-<card>.json + figures. Needs .whl/ from
+# `make gpu-wheels` and the machine's own python3 with torch (GPU_PYTHON=... names another); no `install`.
+# GPU_CHECK_ARGS passes options, e.g. GPU_CHECK_ARGS='--budget-s 580 --work /tmp/logs'.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_CHECK_ARGS)
+
+# Where the package registry is: the wheels the GPU machine lacks (open_clip, ftfy, papermill, ... and this
+# project) for its Python version, into .whl/ (ignored by git); prints their size against the device's 64 MiB.
+GPU_PYTHON_VERSION ?= 3.12
+gpu-wheels: install
+	$(PY) scripts/gpu_check.py wheels --python-version $(GPU_PYTHON_VERSION) --dest .whl

@@ -10,7 +10,29 @@ from .utils.lock import Busy
 from .workbook.params import ParamsError
 from .workbook.paths import PROFILES
 from .workbook.report import render_report
-from .workbook.runner import NotebookFailed, reproduce
+from .workbook.runner import NotebookFailed, reproduce, status, status_lines
+
+REPRODUCE_HELP = """Run the workbook's notebooks with papermill, in dependency order, then render the report
+(results/<profile>/report/index.html). Each notebook's executed copy and record land in
+results/<profile>/notebooks/, its tables in results/<profile>/tables/, its job runs in results/<profile>/runs/.
+
+What is cached. A notebook is skipped when its last run finished ok and none of these changed: its
+parameters (params/<profile>/<name>.yaml), its cells, the library's code, its data root, an upstream
+notebook's run (a new 10_mvp_pretrain re-runs 11 and 12), a table it wrote (deleted CSV), a job result it
+used. A job run (training, evaluation) is keyed by its config, the absolute paths it reads and the code, and
+recomputed from scratch when what it reads changed (sizes, modification times, folder listings). An
+interrupted notebook or job resumes: the notebook re-runs, its jobs continue from their checkpoints.
+--status shows what would run and why."""
+
+REPRODUCE_ENV = """environment:
+  VLPT_RESULTS_ROOT      where results/ is (default: the repository's results/)
+  VLPT_DATA_ROOT         the paper profile's data root (imagenet/, caltech-101/, ADEChallengeData2016/, ...)
+                         where params/paper/*.yaml leave data_root unset; changing it re-runs what reads it
+  VLPT_NO_PROGRESS=1     no progress bars (logs only)
+  VLPT_RECOMPUTE_BEFORE  epoch seconds: job results whose run started earlier are recomputed (--force sets it
+                         to the time the run starts; you may set it yourself to recompute older results)
+
+One writer at a time: a second reproduce of the same profile is refused, naming the process that runs."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,23 +41,54 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m vlpt_lib")
     sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="run the notebooks with papermill and render the report")
-    rep.add_argument("--profile", choices=PROFILES, default="mini")
-    rep.add_argument("--only", nargs="+", metavar="NAME", help="notebooks (e.g. 20_cocoop_base2new) or tables "
-                     "(e.g. cocoop_base2new); their dependencies come along")
-    rep.add_argument("--force", action="store_true", help="re-run notebooks even if a finished run matches")
+    rep = sub.add_parser("reproduce", help="run the notebooks with papermill and render the report",
+                         description=REPRODUCE_HELP, epilog=REPRODUCE_ENV,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("--profile", choices=PROFILES, default=None,
+                     help="smoke (seconds, tests), mini (generated world, CPU, <= 30 min) or paper (your datasets, "
+                          "GPU). Default: mini (paper with --dry-run)")
+    rep.add_argument("--only", nargs="+", metavar="NAME", help="only these notebooks (e.g. 20_cocoop_base2new) or "
+                     "tables (e.g. cocoop_base2new); their dependencies, the 00_setup data check (of what is "
+                     "selected) and the report come along. Default: every notebook")
+    rep.add_argument("--force", action="store_true",
+                     help="recompute: re-run every selected notebook (dependencies included) and recompute every "
+                          "job result they use (the mini CLIP, pre-training, fine-tuning, prompt runs) from scratch, "
+                          "checkpoints discarded; a run shared by two notebooks is recomputed once. The generated "
+                          "world is kept (delete results/<profile>/world to regenerate it). Interrupted, the next "
+                          "run without --force resumes: what was recomputed stays, the rest is served from cache")
+    rep.add_argument("--status", action="store_true",
+                     help="list each selected notebook as 'cached' or 'would run: <reason>' (with how many of its "
+                          "job runs are cached) and run nothing")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="the paper profile end to end on a synthetic data root shaped like the real one (real class "
+                          "counts and layouts, results/dry-run/world) with ViT-B/16 random weights, params/paper "
+                          "with the caps of params/dry-run (printed first); results in results/dry-run/paper")
     report = sub.add_parser("report", help="render results/<profile>/report/index.html from what is there")
     report.add_argument("--profile", choices=PROFILES, default="mini")
+    report.add_argument("--out", metavar="DIR", help="write the report folder here instead (self-contained: "
+                        "figures embedded, CSVs and run metadata copied in; publish it as it is)")
     sub.add_parser("bench", help="benchmarks: bench cocoop ... | bench mvp ...")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         try:
-            reproduce(args.profile, only=args.only, force=args.force)
+            args.profile = args.profile or ("paper" if args.dry_run else "mini")
+            if args.status:
+                if args.dry_run:
+                    parser.error("--status does not combine with --dry-run (see results/dry-run/paper/notebooks)")
+                print(f"results/{args.profile}: what `reproduce` would do")
+                print("\n".join(status_lines(status(args.profile, only=args.only, force=args.force))))
+                return 0
+            reproduce(args.profile, only=args.only, force=args.force, dry_run=args.dry_run)
         except (NotebookFailed, ParamsError, Busy) as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("\nINTERRUPTED: the notebook that was running is marked 'interrupted' and runs again next time; "
+                  "finished notebooks and job runs are kept, interrupted jobs resume from their checkpoints.",
+                  file=sys.stderr)
+            return 130
     elif args.command == "report":
-        print(render_report(args.profile))
+        print(render_report(args.profile, out=args.out))
     return 0
 
 

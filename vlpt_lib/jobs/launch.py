@@ -1,9 +1,27 @@
-"""Run a job module in-process, under torchrun, or on SLURM, and cache its result by config.
+"""Run a job module in-process, under torchrun, or on SLURM, and cache its result.
 
-A job is a module `vlpt_lib.jobs.<job>` with a pydantic `Config` (every default of the job) and
-`run(cfg, run_dir) -> dict`. Its run folder is <runs_dir>/<job>-<hash of the resolved config>/:
-config.json, checkpoints, metrics.jsonl, result.json. A run whose result.json exists is not
-repeated unless `force`; one that was interrupted resumes from the checkpoint it left there.
+A job is a module `vlpt_lib.jobs.<job>` with a pydantic `Config` (every default of the job),
+`run(cfg, run_dir) -> dict` and, when it reads files, `data_paths(cfg) -> [path]` (the data folders,
+split files and upstream checkpoints it reads; plain path arithmetic, no file access).
+
+Its run folder is <runs_dir>/<job>-<key>/ (config.json, checkpoints, metrics.jsonl, result.json), where the
+key hashes everything the result depends on that is known before the run: the resolved config, the
+absolute paths of what it reads (a relative or $VLPT_DATA_ROOT data root is resolved by then), and the
+code (utils.fingerprint.code_hash: the package without workbook/, bench/ and __main__.py). An upstream
+result is part of it by name: a fine-tuning cfg names the pre-training export inside the pre-training run's
+folder, so another pre-training key is another fine-tuning key. `run_dir_for` predicts the folder before
+anything exists.
+
+What is known only by looking at the files is checked when a cached result is about to be served: the
+fingerprint of what the job reads (utils.fingerprint: sizes and mtimes, folder listings; the upstream
+checkpoint's too), recorded in config.json when the run starts. A result is recomputed from scratch
+(checkpoints discarded) when that fingerprint changed, when `force`, or when its run started before
+$VLPT_RECOMPUTE_BEFORE (epoch seconds; `reproduce --force` sets it for the notebooks' kernels, so a run
+shared by two notebooks is recomputed once). Otherwise a finished run is served from result.json and an
+interrupted one resumes from the checkpoint it left.
+
+$VLPT_RUN_LOG (set by the runner for each notebook): every run_job appends the run folder and a digest of
+its result there, so a notebook's record knows which job results its tables were built from.
 """
 from __future__ import annotations
 
@@ -18,12 +36,17 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from ..utils.fingerprint import changed_paths, code_hash, fingerprint
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
 from ..utils import distributed
 from ..utils.progress import get_logger
 
 LAUNCHERS = ("inline", "torchrun", "slurm")
+RECOMPUTE_BEFORE_ENV = "VLPT_RECOMPUTE_BEFORE"
+RUN_LOG_ENV = "VLPT_RUN_LOG"
 
 
 def config_hash(cfg: dict) -> str:
@@ -36,13 +59,70 @@ def resolve_config(job: str, cfg: dict) -> dict:
     return _job_module(job).Config.model_validate(cfg).model_dump(mode="json")
 
 
+def data_paths(job: str, cfg: dict) -> list[str]:
+    """What the job reads (its `data_paths(cfg)`, none if it has none), as absolute paths."""
+    paths_of = getattr(_job_module(job), "data_paths", None)
+    return [os.path.abspath(os.path.expanduser(p)) for p in (paths_of(cfg) if paths_of else [])]
+
+
+def run_key(job: str, cfg: dict) -> str:
+    """The key of a resolved cfg: config + absolute paths it reads + code (see the module docstring)."""
+    return config_hash({"cfg": cfg, "reads": data_paths(job, cfg), "code": code_hash()})
+
+
 def run_dir_for(job: str, cfg: dict, runs_dir: str | os.PathLike) -> Path:
-    return Path(runs_dir) / f"{job}-{config_hash(resolve_config(job, cfg))}"
+    cfg = resolve_config(job, cfg)
+    return Path(runs_dir) / f"{job}-{run_key(job, cfg)}"
 
 
 def load_result(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "result.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def recompute_before() -> float | None:
+    """$VLPT_RECOMPUTE_BEFORE as epoch seconds (None when unset)."""
+    value = os.environ.get(RECOMPUTE_BEFORE_ENV)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise ValueError(f"${RECOMPUTE_BEFORE_ENV}={value!r}: expected epoch seconds (e.g. 1700000000.5), "
+                         f"or unset it") from None
+
+
+def _restart_reason(run_dir: Path, inputs: dict) -> str | None:
+    """Why what run_dir holds (a result or a checkpoint) must not be used (None: it may)."""
+    config = run_dir / "config.json"
+    try:
+        recorded = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return "no readable config.json"
+    before = recompute_before()
+    if before is not None and config.stat().st_mtime < before:
+        return f"started before ${RECOMPUTE_BEFORE_ENV} (--force)"
+    changed = changed_paths(recorded.get("inputs", {}), inputs)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"input changed: {changed[0]}{more}"
+    return None
+
+
+def stale_reason(run_dir: str | os.PathLike) -> str | None:
+    """Why the cached result in run_dir would be recomputed by run_job (None: it would be served)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "result.json").exists():
+        return "not finished"
+    try:
+        reads = json.loads((run_dir / "config.json").read_text()).get("reads", [])
+    except (OSError, ValueError):
+        return "no readable config.json"
+    return _restart_reason(run_dir, fingerprint(reads))
+
+
+def result_digest(run_dir: str | os.PathLike) -> str | None:
+    """sha1 of a run's result.json (None: no result): which result a table was built from."""
+    path = Path(run_dir) / "result.json"
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.exists() else None
 
 
 def run_job(job: str, cfg: dict, runs_dir: str | os.PathLike, *, launcher: str = "inline", nproc: int = 1,
@@ -54,21 +134,37 @@ def run_job(job: str, cfg: dict, runs_dir: str | os.PathLike, *, launcher: str =
     run_dir = run_dir_for(job, cfg, runs_dir)
     # One writer per run folder: a second process would resume from the first one's live checkpoint.
     with exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}"):
-        return _run_locked(job, cfg, run_dir, launcher, nproc, slurm, force)
+        result = _run_locked(job, cfg, run_dir, launcher, nproc, slurm, force)
+    _log_use(run_dir)
+    return result
+
+
+def _log_use(run_dir: Path) -> None:
+    """Append the run and its result's digest to $VLPT_RUN_LOG (the notebook's record lists them)."""
+    log_path = os.environ.get(RUN_LOG_ENV)
+    if log_path:
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"run_dir": str(run_dir), "result": result_digest(run_dir)}) + "\n")
 
 
 def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, slurm: dict | None,
                 force: bool) -> dict:
     log = get_logger()
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    cached = load_result(run_dir)
-    if cached is not None:
-        log.info("%s: cached result in %s", job, run_dir)
-        return cached
+    reads = data_paths(job, cfg)
+    inputs = fingerprint(reads)
+    if run_dir.exists():
+        why = "force=True" if force else _restart_reason(run_dir, inputs)
+        if why is None and (run_dir / "result.json").exists():
+            log.info("%s: cached result in %s", job, run_dir)
+            return load_result(run_dir)
+        if why is not None:  # start over: a checkpoint of other inputs (or before --force) is not this run's
+            log.info("%s: recomputing %s (%s)", job, run_dir, why)
+            shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json", json.dumps({"job": job, "cfg": cfg}, indent=2, default=str))
+    atomic_write(run_dir / "config.json", json.dumps({"job": job, "cfg": cfg, "reads": reads, "inputs": inputs},
+                                                     indent=2, default=str))
     start = time.time()
+    _reset_peak_memory()
     if launcher == "inline":
         result = _job_module(job).run(cfg, run_dir)
         _save_result(run_dir, result, start)
@@ -86,10 +182,18 @@ def _job_module(job: str):
     return importlib.import_module(f"vlpt_lib.jobs.{job}")
 
 
+def _reset_peak_memory() -> None:
+    """Inline jobs share the notebook's process: each job's peak GPU memory starts from its own beginning."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def _save_result(run_dir: Path, result: dict, start: float) -> None:
     result = dict(result or {})
     result.setdefault("run_id", run_dir.name)
     result.setdefault("wall_s", round(time.time() - start, 2))
+    if torch.cuda.is_available():  # this process's peak since the job started (gpu-check reports it per job)
+        result.setdefault("peak_mem_gib", round(torch.cuda.max_memory_allocated() / 2**30, 2))
     atomic_write(run_dir / "result.json", json.dumps(result, indent=2, default=float))
 
 
@@ -110,15 +214,16 @@ def _run_slurm(job: str, run_dir: Path, slurm: dict) -> None:
     """Submit through submitit: one task per GPU, every task runs job_main's body."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=run_dir / "slurm")
     options = {"timeout_min": 60 * 24, "nodes": 1, "gpus_per_node": 1, "tasks_per_node": None}
     options.update(slurm)
+    # cluster "local": submitit's local executor runs the same tasks on this machine (the dry run's SLURM test)
+    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=options.pop("cluster", None))
     if options["tasks_per_node"] is None:
         options["tasks_per_node"] = options["gpus_per_node"]
     executor.update_parameters(**options)
     submitted = executor.submit(_slurm_entry, job, str(run_dir))
     get_logger().info("submitted SLURM job %s for %s; logs in %s", submitted.job_id, job, run_dir / "slurm")
-    submitted.result()  # waits; raises with the remote traceback if the job failed
+    submitted.results()  # waits for every task; raises with the remote traceback if one failed
 
 
 def _slurm_entry(job: str, run_dir: str) -> None:
@@ -132,6 +237,7 @@ def _main_body(run, run_dir: Path) -> None:
     cfg = json.loads((run_dir / "config.json").read_text())["cfg"]
     start = time.time()
     distributed.init_from_env(cfg.get("device", "auto"))  # every Config has a device field
+    _reset_peak_memory()
     try:
         result = run(cfg, run_dir)
         if distributed.is_main():

@@ -1,4 +1,10 @@
-"""Progress bars and logs that only rank 0 prints."""
+"""Progress bars and logs that only rank 0 prints.
+
+A bar shows only where someone watches it live: in a terminal, or in a Jupyter front-end (tqdm.auto draws
+an ipywidgets bar there). Under papermill or nbval (nbclient runs cells with stdin disabled) and when the
+output goes to a file, bars are off: an executed notebook or a log would keep each one frozen at its first
+frame; the jobs' log lines say what happened. VLPT_NO_PROGRESS=1 turns them off everywhere.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,9 +15,26 @@ from tqdm.auto import tqdm
 
 from . import distributed
 
+try:
+    from IPython import get_ipython
+except ImportError:  # plain Python without IPython: never in a kernel
+    def get_ipython():
+        return None
+
+
+def interactive() -> bool:
+    """Whether a person sees this process's output live (a terminal, or a notebook open in a front-end)."""
+    if os.environ.get("VLPT_NO_PROGRESS") == "1":
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is not None:
+        # Lab / Notebook / VS Code send each cell with allow_stdin=True; nbclient (papermill, nbval) with False.
+        return bool(getattr(kernel, "_allow_stdin", True))
+    return sys.stderr.isatty()
+
 
 def bar(iterable=None, **kw):
-    kw.setdefault("disable", not distributed.is_main() or os.environ.get("VLPT_NO_PROGRESS") == "1")
+    kw.setdefault("disable", not distributed.is_main() or not interactive())
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("mininterval", 1.0)
     return tqdm(iterable, **kw)

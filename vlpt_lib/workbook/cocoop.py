@@ -1,5 +1,6 @@
 """Glue of the CoCoOp notebooks (20-22): notebook parameters -> `prompt` job cfgs, the runs of Tables
-1-3, their table builders and one figure per table (used by the notebooks and the report).
+1-3 and their table builders (each table's figure is in `workbook.plots`, its paper-shaped view in
+`tables.paper_table`).
 
     world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu, prepare=False)
     params = job_params(world, recipe, test_batch_size=100, threads=1, ...)
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
@@ -28,12 +28,13 @@ from ..data.coop import FOLDER_SPLIT_NOTE, base_label
 from ..jobs.launch import run_dir_for, run_job
 from ..jobs.prompt import Config
 from . import recipe as recipes
+from .tables import harmonic_mean
 
 METHODS = ("CLIP", "CoOp", "CoCoOp")
 RECIPE_BLOCKS = ("common",) + METHODS
 # Notebook knobs passed to every run (how it runs, not what it learns).
 RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
-COLORS = {"CLIP": "tab:gray", "CoOp": "tab:blue", "CoCoOp": "tab:orange"}
+CLIP_KEYS = ("test_batch_size", "max_test_images")  # the recipe keys a zero-shot CLIP run takes
 
 
 # ----------------------------------------------------------------------------- notebook params -> job cfgs
@@ -59,7 +60,7 @@ def method_recipe(recipe: dict, method: str, dataset: str | None = None) -> dict
 def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str = "base",
             eval: list | None = None, load_from: str | None = None) -> dict:
     """The cfg (a diff on jobs.prompt.Config) of one run. Zero-shot CLIP gets no recipe (its runs do not
-    depend on it) except test_batch_size."""
+    depend on it) except CLIP_KEYS."""
     recipe = method_recipe(params.get("recipe"), method, dataset)
     cfg = {"method": method, "dataset": dataset, "subsample": subsample, "seed": int(seed)}
     if params.get("data_root") is not None:
@@ -68,8 +69,8 @@ def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str =
         cfg["clip"] = dict(params["clip"])
     if method != "CLIP":
         cfg.update(recipe)
-    elif "test_batch_size" in recipe:
-        cfg["test_batch_size"] = recipe["test_batch_size"]
+    else:  # zero-shot CLIP trains nothing: only how it is tested applies (the dry run caps its test images)
+        cfg.update({k: recipe[k] for k in CLIP_KEYS if k in recipe})
     cfg.update({k: params[k] for k in RUN_KEYS if params.get(k) is not None})
     if eval is not None:
         cfg["eval"] = eval
@@ -184,10 +185,6 @@ def transfer_runs(params: dict, methods: Sequence[str], source: str, targets: Se
 
 
 # ----------------------------------------------------------------------------- table builders
-def harmonic_mean(base: float, new: float) -> float:
-    return 2 * base * new / (base + new) if base + new > 0 else 0.0
-
-
 def base2new_rows(rows: list[dict]) -> list[dict]:
     """Per-seed acc rows + the derived rows of Table 1.
 
@@ -239,11 +236,6 @@ def summary_frame(rows: list[dict], reference=None) -> pd.DataFrame:
     return ours
 
 
-def seed_spread(rows: list[dict]) -> pd.DataFrame:
-    """Mean, std and count over seeds of every (method, dataset, split) accuracy (std NaN with one seed)."""
-    return pd.DataFrame(rows).groupby(["method", "dataset", "split"])["value"].agg(["mean", "std", "count"]).round(2)
-
-
 def with_labels(names: Sequence[str], present) -> list[str]:
     """`names` in order, each followed by its folder-split label where that is among `present`."""
     present = set(present)
@@ -261,69 +253,5 @@ def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], methods: Seque
     return wide.reindex(pd.MultiIndex.from_product([order, list(methods)]), fill_value=np.nan).round(2)
 
 
-def transfer_wide(summary: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    """Tables 2 and 3: rows dataset (in `order`), columns method, ours and paper."""
-    return summary.pivot_table(index="dataset", columns="method", values=_value_columns(summary)).reindex(
-        with_labels(list(order), summary["dataset"])).round(2)
-
-
 def _value_columns(summary: pd.DataFrame) -> list[str]:
     return [c for c in ("ours", "paper") if c in summary]
-
-
-# ----------------------------------------------------------------------------- figures (one per table)
-def _bars(ax, part: pd.DataFrame, order: Sequence[str], methods: Sequence[str], column: str = "ours",
-          paper_marks: bool = True, label: str = "{m} ours") -> None:
-    """Grouped bars of `column` per dataset (x) and method; the paper's values as black ticks."""
-    x = np.arange(len(order))
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        sel = part[part["method"] == m].set_index("dataset").reindex(list(order))
-        off = (i - (len(methods) - 1) / 2) * width
-        if column in sel:
-            ax.bar(x + off, sel[column], width, color=COLORS.get(m), label=label.format(m=m))
-        if paper_marks and "paper" in sel:
-            ax.scatter(x + off, sel["paper"], marker="_", s=120, color="k", zorder=3,
-                       label="paper" if i == 0 else None)
-
-
-def base2new_figure(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str], profile: str):
-    """Table 1: base accuracy, new accuracy and H per dataset, ours (bars) against the paper (ticks)."""
-    order = with_labels(list(datasets) + ["Average"], summary["dataset"])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=False)
-    for ax, (split, label) in zip(axes, [("base", "base acc"), ("new", "new acc"), ("base2new", "H")]):
-        _bars(ax, summary[summary["split"] == split], order, methods)
-        ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"{label} (%) — {profile}")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def cross_dataset_figure(summary: pd.DataFrame, source: str, targets: Sequence[str], methods: Sequence[str],
-                         profile: str):
-    """Table 2: accuracy on the source and every target (+ the targets' Average), ours against the paper."""
-    order = with_labels([source] + list(targets) + ["Average"], summary["dataset"])
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    _bars(ax, summary, order, methods)
-    ax.set_xticks(np.arange(len(order)), order, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Cross-dataset transfer from {source} — {profile}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def domain_generalization_figure(summary: pd.DataFrame, source: str, variants: Sequence[str],
-                                 methods: Sequence[str], profile: str):
-    """Table 3: accuracy on the source and its shifted variants, ours (left) beside the paper (right)."""
-    order = with_labels([source] + list(variants), summary["dataset"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for ax, col in zip(axes, ["ours", "paper"]):
-        _bars(ax, summary, order, methods, column=col, paper_marks=False, label="{m}")
-        ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{col} ({profile if col == 'ours' else 'CoCoOp paper, ViT-B/16'})")
-        ax.set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -2,8 +2,8 @@
 
 Notebook parameters -> job configs (the job dict of a notebook is a diff on the job's `Config`; the
 profile gives the data root and the CLIP teacher through `profiles.resolve`), the pre-trained
-students notebooks 11 and 12 start from, the table builders, and one figure function per table
-(used by the notebooks and the report):
+students notebooks 11 and 12 start from, the table builders and the figures of what is not a table
+(masks, teacher similarity, example predictions; each table's figure is in `workbook.plots`):
 
     cfgs = mvp.pretrain_cfgs("mini", {"optim": {"epochs": 20}}, ["clip", "pixel"])
     runs = mvp.ensure_pretrained("mini", cfgs)          # cached pretrain runs + results/mini/mvp/pretrained.json
@@ -41,15 +41,6 @@ PRETRAIN_NOTEBOOK = "10_mvp_pretrain"
 TARGETS = ("clip", "pixel")
 # The three rows of tables 11 and 12: which pre-training target each starts from (None: scratch).
 METHOD_TARGET = {"MVP": "clip", "Pixel target": "pixel", "Scratch": None}
-# What the papers report for the headline sentence of each table: (result key, unit, unit of a
-# difference, the paper's sentence, what the number is, the result key of the last epoch's number or None).
-PAPER_HEADLINE = {
-    "imagenet_finetune": ("top1", " %", " points", "paper, ViT-B/16: MVP 84.4 vs BEiT 82.9, +1.5",
-                          "best val top-1 over the evaluated epochs, as BEiT reports (table metric acc)",
-                          "top1_final"),
-    "ade20k_segmentation": ("miou", " mIoU", "", "paper, ViT-B/16 UperNet: MVP 52.4 vs BEiT 45.6, +6.8",
-                            "val mIoU of the final model", None),
-}
 
 
 # ----- parameters ---------------------------------------------------------------------------------
@@ -250,14 +241,15 @@ def figure_teacher_similarity(cfg: Mapping, n: int = 6):
         tokens = teacher(images, probe.grid)
     gh, gw, p = *probe.grid, probe.patch_size
     sims = patch_similarity(tokens, (gh // 2) * gw + gw // 2).reshape(n, gh, gw)
-    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.4), squeeze=False, layout="constrained")
     for j in range(n):
         axes[0, j].imshow(images[j].permute(1, 2, 0))
         axes[0, j].add_patch(plt.Rectangle(((gw // 2) * p, (gh // 2) * p), p, p, fill=False, color="red", lw=2))
-        axes[1, j].imshow(sims[j], cmap="viridis", vmin=-1, vmax=1)
+        shown = axes[1, j].imshow(sims[j], cmap="viridis", vmin=-1, vmax=1)
     for a in axes.flat:
         a.axis("off")
-    fig.suptitle(f"teacher {c.clip.model_name}: similarity to the centre patch token")
+    fig.colorbar(shown, ax=axes[1, :].tolist(), shrink=0.9, label="cosine similarity")
+    fig.suptitle(f"teacher {c.clip.model_name}: similarity of each patch token to the marked (red) centre token")
     return fig
 
 
@@ -324,60 +316,6 @@ def runs_of_table(table: str, profile: str) -> dict[tuple[str, int], dict]:
         if result is not None:
             runs[(row.method, int(row.seed))] = result
     return runs
-
-
-def headline(table: str, runs: Mapping[tuple[str, int], dict], profile: str) -> str:
-    """The sentence under tables 11/12: this run's mean per method and the MVP gaps, beside the paper's."""
-    key, unit, diff_unit, paper, what, final_key = PAPER_HEADLINE[table]
-    methods = list(dict.fromkeys(m for m, _ in runs))
-    seeds = {s for _, s in runs}
-    mean_of = {m: float(np.mean([r[key] for (mm, _), r in runs.items() if mm == m])) for m in methods}
-    lines = [f"**This run ({profile}, {len(seeds)} seed(s))**, {what}: "
-             + ", ".join(f"{m} {v:.1f}{unit}" for m, v in mean_of.items()) + "."]
-    if final_key and all(r.get(final_key) is not None for r in runs.values()):
-        final_of = {m: float(np.mean([r[final_key] for (mm, _), r in runs.items() if mm == m])) for m in methods}
-        lines.append("Last epoch (table metric acc_final): "
-                     + ", ".join(f"{m} {v:.1f}{unit}" for m, v in final_of.items()) + ".")
-    if set(METHOD_TARGET) <= set(mean_of):
-        d_pix, d_scr = mean_of["MVP"] - mean_of["Pixel target"], mean_of["MVP"] - mean_of["Scratch"]
-        lines.append(f"MVP minus Pixel target: {d_pix:+.1f}{diff_unit}; MVP minus Scratch: {d_scr:+.1f}{diff_unit} "
-                     f"({paper}).")
-    return "<br>".join(lines)
-
-
-def figure_finetune(runs: Mapping[tuple[str, int], dict], profile: str = ""):
-    """Table imagenet_finetune: train loss and val top-1 per epoch for every (method, seed)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for (method, seed), r in runs.items():
-        h = pd.DataFrame(r["history"])
-        axes[0].plot(h["epoch"], h["loss"], label=f"{method} (seed {seed})")
-        if "val_top1" in h:
-            e = h.dropna(subset=["val_top1"])
-            line, = axes[1].plot(e["epoch"], e["val_top1"], marker="o", label=f"{method} (seed {seed})")
-            best = e.loc[e["val_top1"].idxmax()]  # the table's number (BEiT's max_accuracy)
-            axes[1].plot(best["epoch"], best["val_top1"], marker="*", ms=14, color=line.get_color())
-    axes[0].set(xlabel="epoch", ylabel="train loss (mixup soft targets)")
-    axes[1].set(xlabel="epoch", ylabel="val top-1 (%); star: best = the table's acc")
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"ImageNet fine-tuning{', profile ' + profile if profile else ''}")
-    fig.tight_layout()
-    return fig
-
-
-def figure_segmentation(runs: Mapping[tuple[str, int], dict]):
-    """Table ade20k_segmentation: train loss per epoch and val mIoU where evaluated, by iteration."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for (method, seed), r in runs.items():
-        h = pd.DataFrame(r["history"])
-        axes[0].plot(h["step"], h["loss"], marker=".", label=f"{method} (seed {seed})")
-        if "miou" in h:
-            e = h.dropna(subset=["miou"])
-            axes[1].plot(e["step"], e["miou"], marker="o", label=f"{method} (seed {seed})")
-    axes[0].set(xlabel="iteration", ylabel="train loss (main + 0.4 aux)")
-    axes[1].set(xlabel="iteration", ylabel="val mIoU (%)")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):

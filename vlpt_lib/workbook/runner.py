@@ -1,15 +1,35 @@
 """`python -m vlpt_lib reproduce`: run every notebook with papermill, in dependency order.
 
 Each notebook runs with params/<profile>/<name>.yaml (plus `profile`), its executed copy lands in
-results/<profile>/notebooks/, and a finished run is skipped next time unless its parameters or its
-source changed (or --force). The report is rendered at the end, also after a failure.
+results/<profile>/notebooks/ with a record beside it (<name>.run.json). The report is rendered at the end,
+also after a failure.
+
+The notebook cache: a notebook whose record says "ok" is skipped (`cache_parts`, `stale_reason`) unless
+its parameters, its cells' source, the code (utils.fingerprint.code_hash of the package without bench/ and
+__main__.py: the workbook builds the tables), its data root (the data_root parameter, else $VLPT_DATA_ROOT
+on the paper profile or the generated world) or an upstream notebook's run (PIPELINE: a new run of
+10_mvp_pretrain re-runs 11 and 12) changed, a table it wrote (tables.TABLES) is missing, or a job run it
+used was recomputed or would be (its inputs changed: jobs.launch). `status()` says which and why, running
+nothing. `force=True` re-runs the notebooks and, through $VLPT_RECOMPUTE_BEFORE (the time this reproduce
+started, inherited by the kernels), recomputes every job result they use that is older, once.
+
+Crash consistency: the record says "running" while a notebook executes and "ok" only after its executed
+copy and tables are written; papermill writes into notebooks/.partial/, moved into place when the
+notebook ends (ok or failed). A run stopped by Ctrl-C leaves "interrupted", a killed one "running": both
+re-run next time, their jobs resuming from their checkpoints.
+
+`dry_run=True` (paper profile only): the paper notebooks with params/paper unchanged except the caps in
+params/dry-run/ (printed first), on a synthetic data root shaped like the real one and ViT-B/16 with random
+weights (`profiles.dry_run_params`); everything lands in results/dry-run/, never in results/paper/.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +37,18 @@ import nbformat
 import papermill as pm
 from tqdm.auto import tqdm
 
+from ..jobs.launch import RECOMPUTE_BEFORE_ENV, RUN_LOG_ENV, result_digest
+from ..jobs.launch import stale_reason as job_stale_reason
+from ..utils.fingerprint import code_hash
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
-from . import cocoop, mvp, paths
+import torch
+
+from . import cocoop, mvp, paths, profiles
 from . import params as notebook_params
+from .metadata import write_run_metadata
 from .report import render_report
-from .tables import TABLES
+from .tables import TABLES, tables_dir
 
 # name -> notebooks it needs first. The list order is a valid run order.
 PIPELINE: dict[str, list[str]] = {
@@ -49,6 +75,16 @@ class Outcome:
     status: str  # "ran", "cached", "failed", "skipped"
     seconds: float = 0.0
     message: str = ""
+    reason: str = ""  # why it ran (stale_reason)
+
+
+@dataclass
+class NotebookState:
+    """What `status` reports for one notebook."""
+    name: str
+    reason: str | None  # None: cached; else why it would run
+    runs_cached: int = 0  # of the job runs its last run used, those still served from cache
+    runs_total: int = 0
 
 
 def notebooks_dir() -> Path:
@@ -101,12 +137,130 @@ def load_params(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path
     return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir(), PARAM_CHECKS)
 
 
-def run_key(nb_path: Path, params: dict) -> str:
-    """Changes when the parameters or any cell's source changes (outputs are not part of it)."""
-    nb = nbformat.read(nb_path, as_version=4)
-    sources = [c.source for c in nb.cells]
-    text = json.dumps({"params": params, "sources": sources}, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`; dicts merge key by key (a cap inside a job diff keeps the rest of it)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dry_run_caps(name: str, p_dir: Path | None = None, cuda: bool | None = None) -> dict:
+    """params/dry-run/<name>.yaml: the dry run's caps on the paper params (its `on_cuda` block merged when a
+    GPU is present)."""
+    caps = notebook_params.read_yaml((p_dir or params_dir()) / "dry-run" / f"{name}.yaml")
+    on_cuda = caps.pop("on_cuda", None) or {}
+    if torch.cuda.is_available() if cuda is None else cuda:
+        caps = deep_merge(caps, on_cuda)
+    return caps
+
+
+def dry_run_params(name: str, p_dir: Path | None = None, nb_dir: Path | None = None) -> dict:
+    """The paper params of a notebook with the dry run's caps on top, checked like any params file."""
+    params = load_params(name, "paper", p_dir, nb_dir)
+    caps = dry_run_caps(name, p_dir)
+    merged = deep_merge(params, caps)
+    nb_path = (nb_dir or notebooks_dir()) / f"{name}.ipynb"
+    notebook_params.check(name, merged, notebook_params.notebook_defaults(nb_path),
+                          str((p_dir or params_dir()) / "dry-run" / f"{name}.yaml"), PARAM_CHECKS)
+    return merged
+
+
+NOTEBOOK_CODE_EXCLUDE = ("bench", "__main__.py")  # unlike a job's key, the workbook's code counts: it builds tables
+ROOT_ENV = ("VLPT_RESULTS_ROOT", "VLPT_DATA_ROOT")
+PART_REASONS = (("params", "params changed"), ("source", "notebook source changed"), ("code", "code changed"),
+                ("data_root", "data root changed"))
+
+
+def _digest(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _absolute(path) -> str:
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def data_root_of(profile: str, params: dict, nb_path: Path) -> str | None:
+    """The data root a notebook reads, absolute: its data_root parameter, else $VLPT_DATA_ROOT (paper) or the
+    generated world (smoke/mini). None: it has no data_root parameter, or the paper profile has no root (the
+    notebook stops and says so)."""
+    defaults = notebook_params.notebook_defaults(nb_path)
+    if "data_root" not in defaults:
+        return None
+    root = {**defaults, **params}.get("data_root")
+    if not root and profile == "paper":
+        root = os.environ.get("VLPT_DATA_ROOT")
+    if not root:
+        return None if profile == "paper" else str(paths.world_dir(profile))
+    return _absolute(root)
+
+
+def _record(profile: str, name: str) -> dict | None:
+    try:
+        return json.loads((paths.executed_dir(profile) / f"{name}.run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _execution_of(name: str, profile: str) -> str | None:
+    """The id of a notebook's last run if it finished ok (what its downstream notebooks were built on)."""
+    record = _record(profile, name) or {}
+    return record.get("execution") if record.get("status") == "ok" else None
+
+
+def cache_parts(name: str, profile: str, params: dict, nb_dir: Path | None = None) -> dict:
+    """Everything a notebook's cached run depends on, part by part (each one a reason to re-run it)."""
+    nb_dir = nb_dir or notebooks_dir()
+    src = nb_dir / f"{name}.ipynb"
+    sources = [c.source for c in nbformat.read(src, as_version=4).cells]  # outputs are not part of it
+    deps = [d for d in PIPELINE.get(name, []) if (nb_dir / f"{d}.ipynb").exists()]
+    return {"params": _digest(params), "source": _digest(sources), "code": code_hash(NOTEBOOK_CODE_EXCLUDE),
+            "data_root": data_root_of(profile, params, src), "upstream": {d: _execution_of(d, profile) for d in deps}}
+
+
+def run_key(parts: dict) -> str:
+    return _digest(parts)
+
+
+def _job_run_change(run: dict) -> str | None:
+    """Why a job run a notebook used no longer gives the result its tables were built from (None: it does)."""
+    why = job_stale_reason(run["run_dir"])
+    if why is None and result_digest(run["run_dir"]) != run.get("result"):
+        why = "recomputed since"
+    return why
+
+
+def stale_reason(name: str, profile: str, parts: dict, force: bool = False) -> str | None:
+    """Why run_notebook would execute the notebook (None: its cached run stands)."""
+    if force:
+        return "--force"
+    if name in ALWAYS_RUN:
+        return "always runs"
+    record = _record(profile, name)
+    if record is None:
+        return "never ran"
+    if record.get("status") != "ok":
+        return {"running": "last run did not finish (killed, or running now)",
+                "interrupted": "last run was interrupted"}.get(record.get("status"), "last run failed")
+    if not (paths.executed_dir(profile) / f"{name}.ipynb").exists():
+        return "executed notebook missing"
+    old = record.get("parts")
+    if not old:
+        return "recorded by an older version of the runner (no cache parts)"
+    for part, reason in PART_REASONS:
+        if old.get(part, "?") != parts[part]:
+            return reason
+    for dep, execution in parts["upstream"].items():
+        if (old.get("upstream") or {}).get(dep, "?") != execution:
+            return f"upstream {dep} changed"
+    for table in record.get("tables", []):
+        if not (tables_dir(profile) / f"{table}.csv").exists():
+            return f"table {table} missing"
+    for run in record.get("runs", []):
+        why = _job_run_change(run)
+        if why:
+            return f"job run {Path(run['run_dir']).name}: {why}"
+    return None
 
 
 def rerun_command(name: str, profile: str) -> str:
@@ -119,66 +273,233 @@ def checked_tables(todo: list[str]) -> list[str]:
     return names + (["mvp pre-training"] if "10_mvp_pretrain" in todo else [])
 
 
+def notebook_params_for(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path | None = None,
+                        overrides: dict | None = None) -> dict:
+    """What the notebook runs with: its checked params file, `overrides` on top, a relative data_root made
+    absolute (the kernel runs in the notebooks' folder)."""
+    params = deep_merge(load_params(name, profile, p_dir, nb_dir), overrides or {})
+    if isinstance(params.get("data_root"), str) and params["data_root"]:
+        params["data_root"] = _absolute(params["data_root"])
+    return params
+
+
 def run_notebook(name: str, profile: str, *, force: bool = False, nb_dir: Path | None = None,
                  p_dir: Path | None = None, overrides: dict | None = None) -> Outcome:
-    src = (nb_dir or notebooks_dir()) / f"{name}.ipynb"
+    params = notebook_params_for(name, profile, p_dir, nb_dir, overrides)
+    parts = cache_parts(name, profile, params, nb_dir)
+    reason = stale_reason(name, profile, parts, force)
+    if reason is None:
+        return Outcome(name, "cached", (_record(profile, name) or {}).get("seconds", 0.0))
+    return _execute(name, profile, (nb_dir or notebooks_dir()) / f"{name}.ipynb", params, parts, reason)
+
+
+def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reason: str) -> Outcome:
     out_dir = paths.executed_dir(profile)
-    out_dir.mkdir(parents=True, exist_ok=True)
     out, record = out_dir / f"{name}.ipynb", out_dir / f"{name}.run.json"
-    params = {**load_params(name, profile, p_dir, nb_dir), **(overrides or {})}
-    key = run_key(src, params)
-    if not force and name not in ALWAYS_RUN and out.exists() and record.exists():
-        prev = json.loads(record.read_text())
-        if prev.get("key") == key and prev.get("status") == "ok":
-            return Outcome(name, "cached", prev.get("seconds", 0.0))
+    partial = out_dir / ".partial" / f"{name}.ipynb"  # papermill writes as it goes: not where the report looks
+    run_log = partial.with_suffix(".runs.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    run_log.unlink(missing_ok=True)
+    base = {"key": run_key(parts), "parts": parts, "params": params, "execution": uuid.uuid4().hex[:12]}
+    # "running" until everything the record vouches for is written: a killed run never leaves an "ok" behind
+    _write_record(record, {**base, "status": "running", "pid": os.getpid(), "started": _now()})
+    out.unlink(missing_ok=True)  # the old executed copy describes a run whose results are being replaced
     start = time.time()
     status, message = "ok", ""
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3",
-                            cwd=str(src.parent), progress_bar=False, log_output=False)
+        with _environ({RUN_LOG_ENV: str(run_log)}):
+            pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name="python3",
+                                cwd=str(src.parent), progress_bar=False, log_output=False,
+                                # quiet kernel logs: no "KeyboardInterrupt caught in kernel" at each shutdown
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except pm.PapermillExecutionError as err:
+        if err.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel: an interruption, not a failure
+            _interrupted(record, base, partial, start)
+            raise KeyboardInterrupt(f"notebook {name} interrupted") from None
         status = "failed"
         first_line = (err.source or "").strip().splitlines()[:1]
         message = (f"notebook {name} failed in cell {err.cell_index} "
                    f"({first_line[0] if first_line else 'empty'}): {err.ename}: {err.evalue}\n"
                    f"  executed copy with the traceback: {out}\n"
                    f"  re-run it with: {rerun_command(name, profile)}")
+    except BaseException:  # KeyboardInterrupt (or SystemExit) in the runner itself
+        _interrupted(record, base, partial, start)
+        raise
+    os.replace(partial, out)
     seconds = round(time.time() - start, 1)
-    atomic_write(record, json.dumps({"key": key, "status": status, "seconds": seconds, "params": params,
-                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2, default=str))
-    return Outcome(name, "ran" if status == "ok" else "failed", seconds, message)
+    tables = [t for t, spec in TABLES.items()
+              if spec.notebook == name and (tables_dir(profile) / f"{t}.csv").exists()]
+    _write_record(record, {**base, "status": status, "seconds": seconds, "finished": _now(),
+                           "runs": _runs_used(run_log), "tables": tables})
+    run_log.unlink(missing_ok=True)
+    return Outcome(name, "ran" if status == "ok" else "failed", seconds, message, reason)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _write_record(path: Path, record: dict) -> None:
+    atomic_write(path, json.dumps(record, indent=2, default=str))
+
+
+def _interrupted(record: Path, base: dict, partial: Path, start: float) -> None:
+    """Mark the run interrupted (it re-runs next time) and drop its half-written executed copy."""
+    _write_record(record, {**base, "status": "interrupted", "seconds": round(time.time() - start, 1),
+                           "finished": _now()})
+    partial.unlink(missing_ok=True)
+
+
+def _runs_used(run_log: Path) -> list[dict]:
+    """The job runs the notebook's run_job calls logged ({run_dir, result digest}), the last entry per run."""
+    if not run_log.exists():
+        return []
+    runs = {}
+    for line in run_log.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            runs[entry["run_dir"]] = entry
+    return list(runs.values())
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str | None]):
+    """Set (None: unset) environment variables for the block; the notebooks' kernels inherit them."""
+    def apply(env: dict[str, str | None]) -> None:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    before = {k: os.environ.get(k) for k in values}
+    try:
+        apply(values)
+        yield
+    finally:
+        apply(before)
+
+
+def _absolute_roots():
+    """$VLPT_RESULTS_ROOT and $VLPT_DATA_ROOT as absolute paths: the kernels run in the notebooks' folder."""
+    return _environ({k: _absolute(os.environ[k]) for k in ROOT_ENV if os.environ.get(k)})
+
+
+def _overrides(name: str, todo: list[str], selective: bool, extra: dict[str, dict] | None = None) -> dict:
+    """The parameters the runner adds: the dry run's, and with --only the tables 00_setup checks."""
+    overrides = (extra or {}).get(name, {})
+    if name == SETUP and selective:  # with --only, 00_setup checks the data of the selected tables only
+        overrides = deep_merge(overrides, {"tables": checked_tables(todo)})
+    return overrides
+
+
+def status(profile: str, only: list[str] | None = None, force: bool = False, nb_dir: Path | None = None,
+           p_dir: Path | None = None) -> list[NotebookState]:
+    """For each notebook `reproduce` would visit: cached, or why it would run. Runs and writes nothing."""
+    present = available(nb_dir)
+    todo = resolve(only, present) if only else present
+    states: list[NotebookState] = []
+    would_run: set[str] = set()
+    with _absolute_roots():
+        for name in todo:
+            params = notebook_params_for(name, profile, p_dir, nb_dir, _overrides(name, todo, bool(only)))
+            parts = cache_parts(name, profile, params, nb_dir)
+            reason = stale_reason(name, profile, parts, force)
+            late = [d for d in parts["upstream"] if d in would_run]
+            if late and (reason is None or reason.startswith("upstream")):
+                reason = f"upstream {late[0]} would run"
+            if reason is not None:
+                would_run.add(name)
+            runs = (_record(profile, name) or {}).get("runs", [])
+            states.append(NotebookState(name, reason, sum(_job_run_change(r) is None for r in runs), len(runs)))
+    return states
+
+
+def status_lines(states: list[NotebookState]) -> list[str]:
+    width = max((len(s.name) for s in states), default=0)
+    lines = []
+    for s in states:
+        runs = f" ({s.runs_cached}/{s.runs_total} job runs cached)" if s.runs_total else ""
+        lines.append(f"  {s.name:<{width}}  {'cached' if s.reason is None else 'would run: ' + s.reason}{runs}")
+    return lines
 
 
 def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
-              nb_dir: Path | None = None, p_dir: Path | None = None, render: bool = True) -> list[Outcome]:
-    os.environ.setdefault("MPLBACKEND", "agg")
+              nb_dir: Path | None = None, p_dir: Path | None = None, render: bool = True,
+              dry_run: bool = False) -> list[Outcome]:
     present = available(nb_dir)
     todo = resolve(only, present) if only else present
+    if dry_run and profile != "paper":
+        raise notebook_params.ParamsError(f"--dry-run runs the paper profile on synthetic data; got --profile {profile}")
     for name in todo:  # every parameter file is checked before the first notebook runs
-        load_params(name, profile, p_dir, nb_dir)
-    # One writer per results folder: a second `reproduce` of the same profile is refused, not interleaved.
-    with exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"):
-        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only))
+        dry_run_params(name, p_dir, nb_dir) if dry_run else load_params(name, profile, p_dir, nb_dir)
+    extra: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_absolute_roots())
+        if dry_run:
+            extra = _dry_run_setup(todo, p_dir, nb_dir)
+            stack.enter_context(_results_root(paths.dry_run_dir()))
+        # One writer per results folder: a second `reproduce` of the same profile is refused, not interleaved.
+        stack.enter_context(exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"))
+        if force:  # jobs too: a result older than this run is recomputed, once (the kernels inherit the variable)
+            stack.enter_context(_environ({RECOMPUTE_BEFORE_ENV: f"{time.time():.3f}"}))
+        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only), extra=extra)
+
+
+def _dry_run_setup(todo: list[str], p_dir: Path | None, nb_dir: Path | None) -> dict[str, dict]:
+    """Print the caps, generate the synthetic world; return each notebook's parameters on top of the paper's."""
+    cuda = torch.cuda.is_available()
+    print(f"DRY RUN of the paper profile: params/paper/ with the caps of params/dry-run/ on top "
+          f"({'GPU: their on_cuda blocks apply' if cuda else 'no GPU: their on_cuda blocks do not apply'})")
+    extra = {}
+    shared = profiles.dry_run_params()
+    for name in todo:
+        caps = dry_run_caps(name, p_dir, cuda)
+        defaults = notebook_params.notebook_defaults((nb_dir or notebooks_dir()) / f"{name}.ipynb")
+        extra[name] = deep_merge({k: v for k, v in shared.items() if k in defaults}, caps)
+        caps_file = (p_dir or params_dir()) / "dry-run" / f"{name}.yaml"
+        if caps_file.exists():  # the file itself: its comments say what each cap replaces
+            print(f"--- {caps_file.relative_to(caps_file.parents[2])}\n" + caps_file.read_text().rstrip())
+    print(f"  every notebook: data_root {shared['data_root']} (synthetic, real class counts), "
+          f"clip_pretrained {shared['clip_pretrained']} (ViT-B/16 architecture, random weights)")
+    return extra
+
+
+@contextlib.contextmanager
+def _results_root(root: Path):
+    """Point results (here and in the notebooks' kernels, which inherit the environment) at `root`."""
+    before = os.environ.get("VLPT_RESULTS_ROOT")
+    os.environ["VLPT_RESULTS_ROOT"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("VLPT_RESULTS_ROOT", None)
+        else:
+            os.environ["VLPT_RESULTS_ROOT"] = before
 
 
 def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path | None, p_dir: Path | None,
-                      render: bool, selective: bool) -> list[Outcome]:
-    # With --only, 00_setup checks the data of the selected tables only (all of it otherwise).
-    setup_overrides = {"tables": checked_tables(todo)} if selective else None
+                      render: bool, selective: bool, extra: dict[str, dict] | None = None) -> list[Outcome]:
     outcomes: list[Outcome] = []
     failed: Outcome | None = None
+    if extra:  # a dry run says so from the start (99_report reads it before the final metadata is written)
+        write_run_metadata(profile, outcomes, caps=extra)
     with tqdm(todo, desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar:
         for name in bar:
             bar.set_postfix_str(name)
             if failed is not None:
                 outcomes.append(Outcome(name, "skipped", message=f"not run: {failed.name} failed"))
                 continue
-            outcome = run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir,
-                                   overrides=setup_overrides if name == SETUP else None)
+            overrides = _overrides(name, todo, selective, extra)
+            outcome = run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir, overrides=overrides)
             outcomes.append(outcome)
-            bar.write(f"  {name}: {outcome.status} ({outcome.seconds:.0f} s)")
+            why = f": {outcome.reason}" if outcome.reason else ""
+            bar.write(f"  {name}: {outcome.status} ({outcome.seconds:.0f} s){why}")
             if outcome.status == "failed":
                 failed = outcome
+    # results/<profile>/run_metadata.json: what produced these numbers (a dry run: its parameters on the paper's)
+    write_run_metadata(profile, outcomes, caps=extra or None)
     if render:
         index = render_report(profile)
         print(f"report: {index}")

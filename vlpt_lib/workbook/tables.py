@@ -1,14 +1,18 @@
 """Tidy result tables, written atomically, and the papers' reference numbers beside them.
 
 One row per measured number: table, method, dataset, split, seed, metric, value (+ profile, run_id).
+`paper_table(name, profile)` shapes a table as its paper prints it (ours as mean ± std over seeds, the
+paper's value, Δ); the report and the notebooks render that one frame.
 """
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..utils.io import atomic_write
@@ -24,16 +28,34 @@ class Table:
     title: str
     notebook: str          # the notebook that measures it
     paper: bool = True     # False: a workbook-only table (the mini CLIP's zero-shot check)
+    layout: str = "methods"  # its paper's shape: "base2new" | "transfer" | "methods" | "datasets" (see paper_table)
+    methods: tuple[str, ...] = ()  # the methods this workbook runs, in order (others' reference rows: context)
+    metrics: tuple[tuple[str, str], ...] = ()  # layout "methods": (column label, metric) per column group
+    average_of: str = ""   # layout "transfer": what its Average row averages ("targets", "variants")
+    figures: tuple[str, ...] = ()  # its PNGs in results/<profile>/figures/, drawn by the notebook (workbook.plots)
 
+
+COCOOP_METHODS = ("CLIP", "CoOp", "CoCoOp")
+MVP_METHODS = ("MVP", "Pixel target", "Scratch")
 
 # The one registry of tables: the runner's --only, the report's sections and titles read it.
 TABLES: dict[str, Table] = {
-    "mini_clip_zeroshot": Table("Mini CLIP zero-shot accuracy (mini world only)", "01_mini_world", paper=False),
-    "imagenet_finetune": Table("MVP: ImageNet-1K fine-tuning top-1", "11_imagenet_finetune"),
-    "ade20k_segmentation": Table("MVP: ADE20K semantic segmentation mIoU", "12_ade20k_segmentation"),
-    "cocoop_base2new": Table("CoCoOp Table 1: base-to-new generalisation", "20_cocoop_base2new"),
-    "cocoop_cross_dataset": Table("CoCoOp Table 2: cross-dataset transfer", "21_cocoop_cross_dataset"),
-    "cocoop_domain_generalization": Table("CoCoOp Table 3: domain generalisation", "22_cocoop_domain_generalization"),
+    "mini_clip_zeroshot": Table("Mini CLIP zero-shot accuracy (mini world only)", "01_mini_world", paper=False,
+                                layout="datasets", methods=("CLIP (mini)", "chance"), figures=("mini_clip_zeroshot",)),
+    "imagenet_finetune": Table("MVP: ImageNet-1K fine-tuning top-1", "11_imagenet_finetune", methods=MVP_METHODS,
+                               metrics=(("top-1, best epoch", "acc"), ("top-1, last epoch", "acc_final")),
+                               figures=("imagenet_finetune_curves",)),
+    "ade20k_segmentation": Table("MVP: ADE20K semantic segmentation mIoU", "12_ade20k_segmentation",
+                                 methods=MVP_METHODS, metrics=(("mIoU", "miou"),),
+                                 figures=("ade20k_segmentation_curves", "ade20k_examples")),
+    "cocoop_base2new": Table("CoCoOp Table 1: base-to-new generalisation", "20_cocoop_base2new", layout="base2new",
+                             methods=COCOOP_METHODS, figures=("cocoop_base2new",)),
+    "cocoop_cross_dataset": Table("CoCoOp Table 2: cross-dataset transfer", "21_cocoop_cross_dataset",
+                                  layout="transfer", methods=COCOOP_METHODS, average_of="targets",
+                                  figures=("cocoop_cross_dataset",)),
+    "cocoop_domain_generalization": Table("CoCoOp Table 3: domain generalisation", "22_cocoop_domain_generalization",
+                                          layout="transfer", methods=COCOOP_METHODS, average_of="variants",
+                                          figures=("cocoop_domain_generalization",)),
 }
 PAPER_TABLES = tuple(name for name, t in TABLES.items() if t.paper)
 
@@ -102,7 +124,8 @@ def ours_summary(table: str, profile: str) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=KEYS + ["ours", "ours_std", "seeds"])
     g = df.groupby(KEYS, sort=False)["value"]
-    return pd.DataFrame({"ours": g.mean(), "ours_std": g.std(ddof=0), "seeds": g.count()}).reset_index()
+    # sample std over seeds (NaN with one seed), as in the report and the claims' standard errors
+    return pd.DataFrame({"ours": g.mean(), "ours_std": g.std(), "seeds": g.count()}).reset_index()
 
 
 def compare(table: str, profile: str) -> pd.DataFrame:
@@ -115,3 +138,160 @@ def compare(table: str, profile: str) -> pd.DataFrame:
     merged = ours.merge(ref, on=KEYS, how="outer") if len(ours) else ref.assign(ours=float("nan"), ours_std=float("nan"), seeds=0)
     merged["seeds"] = merged["seeds"].fillna(0).astype(int)
     return merged[KEYS + ["ours", "ours_std", "seeds", "paper", "source"]]
+
+
+# ----------------------------------------------------------------------------- the paper's shape
+FIELDS = ("ours", "std", "n", "paper", "delta")  # the last column level of PaperTable.frame
+
+
+@dataclass
+class PaperTable:
+    """A table as its paper prints it. `frame`: one row per dataset (or method), columns (group..., field) with
+    field in FIELDS: ours = mean over seeds, std = their sample std (NaN: one seed, or a derived value such as
+    H), n = seeds, paper, delta = ours - paper. `context`: reference rows of methods this workbook does not run."""
+    name: str
+    title: str
+    frame: pd.DataFrame
+    context: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    measured: bool = False
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    return 2 * base * new / (base + new) if base + new > 0 else 0.0
+
+
+def _stats(values: pd.Series, paper: float = math.nan) -> dict:
+    """ours / std / n over the per-seed values, the paper's number and the difference."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    mean = v.mean() if len(v) else math.nan
+    return {"ours": mean, "std": v.std() if len(v) > 1 else math.nan, "n": len(v), "paper": paper,
+            "delta": mean - paper}
+
+
+def _derived(ours: float, paper: float, n: int) -> dict:
+    return {"ours": ours, "std": math.nan, "n": n, "paper": paper, "delta": ours - paper}
+
+
+def per_seed_mean(acc: pd.DataFrame, datasets: list[str]) -> pd.Series:
+    """Per seed, the mean over `datasets` (seeds that lack one of them are left out)."""
+    part = acc[acc["dataset"].isin(datasets)]
+    full = part.groupby("seed")["dataset"].nunique() == len(datasets)
+    return part[part["seed"].isin(full[full].index)].groupby("seed")["value"].mean()
+
+
+def _paper_mean(paper: pd.Series, keys: list) -> float:
+    values = [paper.get(k, math.nan) for k in keys]
+    return float(np.mean(values)) if keys and not any(pd.isna(values)) else math.nan
+
+
+def _frame(cells: dict[str, dict[tuple, dict]]) -> pd.DataFrame:
+    """{row label: {column group: stats}} -> rows x (group..., field), in insertion order."""
+    groups = list(dict.fromkeys(g for row in cells.values() for g in row))
+    if not groups:  # a workbook-only table before its run: nothing to show
+        return pd.DataFrame()
+    columns = pd.MultiIndex.from_tuples([(*g, f) for g in groups for f in FIELDS])
+    data = [[row.get(g, {}).get(f, math.nan) for g in groups for f in FIELDS] for row in cells.values()]
+    return pd.DataFrame(data, index=pd.Index(list(cells), name=""), columns=columns)
+
+
+def _seeds_note(ours: pd.DataFrame, methods: list[str]) -> str:
+    counts = ours.dropna(subset=["seed"]).groupby("method")["seed"].nunique()
+    def seeds(m: str) -> str:
+        n = int(counts.get(m, 0))
+        return "1 run (zero-shot: no training, no seed spread)" if m == "CLIP" else f"{n} seed{'s' if n != 1 else ''}"
+
+    parts = [f"{m} {seeds(m)}" for m in methods]
+    return "ours: mean ± std over seeds (" + "; ".join(parts) + "); Δ = ours − paper."
+
+
+def _base2new(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    acc = ours[(ours["metric"] == "acc") & (ours["dataset"] != "Average")]
+    datasets = list(dict.fromkeys(acc["dataset"])) or [d for d in dict.fromkeys(ref["dataset"]) if d != "Average"]
+    paper = ref.set_index(["method", "dataset", "split"])["value"]
+    cells: dict[str, dict] = {d: {} for d in datasets}
+    average = f"Average ({len(datasets)} datasets)"
+    cells[average] = {}
+    for m in methods:
+        mine = acc[acc["method"] == m]
+        for d in datasets:
+            b, n = (_stats(mine[(mine["dataset"] == d) & (mine["split"] == s)]["value"], paper.get((m, d, s), math.nan))
+                    for s in ("base", "new"))
+            cells[d][(m, "base")], cells[d][(m, "new")] = b, n
+            cells[d][(m, "H")] = _derived(harmonic_mean(b["ours"], n["ours"]), paper.get((m, d, "base2new"), math.nan),
+                                          min(b["n"], n["n"]))
+        pb, pn = (_paper_mean(paper, [(m, d, s) for d in datasets]) for s in ("base", "new"))
+        b, n = (_stats(per_seed_mean(mine[mine["split"] == s], datasets), p) for s, p in (("base", pb), ("new", pn)))
+        cells[average][(m, "base")], cells[average][(m, "new")] = b, n
+        cells[average][(m, "H")] = _derived(harmonic_mean(b["ours"], n["ours"]), harmonic_mean(pb, pn),
+                                            min(b["n"], n["n"]))
+    own = ref[ref["dataset"] == "Average"].set_index(["method", "split"])["value"]
+    own_text = "; ".join(f"{m} {own.get((m, 'base'), math.nan):.2f} / {own.get((m, 'new'), math.nan):.2f} / "
+                         f"{own.get((m, 'base2new'), math.nan):.2f}" for m in methods if (m, "base") in own.index)
+    notes = ["H: harmonic mean of the seed-averaged base and new accuracy (the paper's rule), so it has no ±.",
+             f"{average}: over the datasets run here; its paper column averages the paper's numbers over the same "
+             f"{len(datasets)} datasets (the paper's own average over its 11 datasets, base / new / H: {own_text})."]
+    return _frame(cells), notes
+
+
+def _transfer(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str], average_of: str
+              ) -> tuple[pd.DataFrame, list[str]]:
+    acc = ours[(ours["metric"] == "acc") & (ours["dataset"] != "Average")]
+    datasets = list(dict.fromkeys(acc["dataset"])) or [d for d in dict.fromkeys(ref["dataset"]) if d != "Average"]
+    source, others = datasets[0], datasets[1:]
+    paper = ref.set_index(["method", "dataset"])["value"]
+    cells: dict[str, dict] = {(f"{d} (source)" if d == source else d): {} for d in datasets}
+    average = f"Average ({len(others)} {average_of})"
+    cells[average] = {}
+    for m in methods:
+        mine = acc[acc["method"] == m]
+        for d in datasets:
+            label = f"{d} (source)" if d == source else d
+            cells[label][(m,)] = _stats(mine[mine["dataset"] == d]["value"], paper.get((m, d), math.nan))
+        cells[average][(m,)] = _stats(per_seed_mean(mine, others), _paper_mean(paper, [(m, d) for d in others]))
+    own = ref[ref["dataset"] == "Average"].set_index("method")["value"]
+    own_text = "; ".join(f"{m} {own[m]:.2f}" for m in methods if m in own.index)
+    notes = [f"{average}: per seed the mean over the {average_of} run here, then the mean over seeds; its paper "
+             f"column averages the paper's numbers over the same {average_of}"
+             + (f" (the paper's own average over its 10 targets: {own_text})." if own_text else
+                " (the paper prints no average: this row is ours).")]
+    return _frame(cells), notes
+
+
+def _methods(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str], metrics) -> pd.DataFrame:
+    paper = ref.groupby(["method", "metric"])["value"].first()
+    cells = {m: {(label,): _stats(ours[(ours["method"] == m) & (ours["metric"] == metric)]["value"],
+                                  paper.get((m, metric), math.nan)) for label, metric in metrics} for m in methods}
+    return _frame(cells)
+
+
+def _datasets(ours: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    datasets = list(dict.fromkeys(ours["dataset"]))
+    return _frame({d: {(m,): _stats(ours[(ours["dataset"] == d) & (ours["method"] == m)]["value"]) for m in methods}
+                   for d in datasets})
+
+
+def paper_table(name: str, profile: str) -> PaperTable:
+    """Table `name` of `profile` in its paper's shape (see PaperTable); before any run: the paper's numbers only."""
+    spec = TABLES[name]
+    ours = load_table(name, profile)
+    try:
+        ref = load_reference(name)
+    except FileNotFoundError:
+        ref = pd.DataFrame(columns=REFERENCE_COLUMNS)
+    measured = not ours.empty
+    ran = [m for m in spec.methods if m in set(ours["method"])] if measured else list(spec.methods)
+    methods = ran or list(spec.methods)
+    notes = [_seeds_note(ours, methods)] if measured and spec.paper else []
+    if spec.layout == "base2new":
+        frame, more = _base2new(ours, ref, methods)
+        notes += more
+    elif spec.layout == "transfer":
+        frame, more = _transfer(ours, ref, methods, spec.average_of)
+        notes += more
+    elif spec.layout == "datasets":
+        frame = _datasets(ours, methods)
+    else:
+        frame = _methods(ours, ref, methods, spec.metrics)
+    context = ref[~ref["method"].isin(spec.methods)][["method", "dataset", "split", "metric", "value", "source"]]
+    return PaperTable(name, spec.title, frame, context.reset_index(drop=True), notes, measured)

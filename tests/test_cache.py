@@ -1,0 +1,433 @@
+"""Results you can trust (issue #10): a result's key covers what it depends on, --force recomputes, an
+interrupted run never leaves an "ok" record, and a run killed at random points resumes to the tables an
+uninterrupted run gives.
+
+Most notebook-level tests run a toy pipeline (t1_up runs the `example` job and writes table toy_up; t2_down
+reads it and writes toy_down) with its cells executed in this process in place of papermill (seconds);
+test_fault_injection runs the same toy notebooks with papermill in a subprocess and kills it.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from vlpt_lib.__main__ import main
+from vlpt_lib.jobs import example, launch, pretrain
+from vlpt_lib.utils import fingerprint as fp
+from vlpt_lib.utils.lock import Busy
+from vlpt_lib.workbook import mvp, runner, tables
+from vlpt_lib.workbook.paths import REPO_ROOT
+
+CFG = {"n": 32, "dim": 4, "batch_size": 8, "epochs": 2, "lr": 0.05, "seed": 0, "device": "cpu"}
+PROFILE = "paper"  # the toy reads $VLPT_DATA_ROOT as the paper profile does
+PAPERMILL = pm.execute_notebook
+
+UP_PARAMS = 'profile = "smoke"\nepochs = 2\ndata_root = None\nsleep = 0.0'
+UP_BODY = """import os
+from pathlib import Path
+from vlpt_lib.jobs.launch import run_job
+from vlpt_lib.workbook import paths, tables
+root = Path(data_root or os.environ["VLPT_DATA_ROOT"])
+scale = float((root / "scale.txt").read_text())
+cfg = {"n": 32, "dim": 4, "batch_size": 8, "epochs": epochs, "lr": 0.05 * scale, "seed": 0, "device": "cpu",
+       "sleep_per_epoch": sleep}
+r = run_job("example", cfg, paths.runs_dir(profile))
+tables.save_table("toy_up", [{"method": "example", "dataset": "toy", "split": "all", "seed": 0, "metric": "bias",
+                              "value": r["bias"], "run_id": r["run_id"]}], profile)"""
+DOWN_BODY = """from vlpt_lib.workbook import tables
+up = tables.load_table("toy_up", profile)
+tables.save_table("toy_down", [{"method": "twice", "dataset": "toy", "split": "all", "seed": 0, "metric": "bias x 2",
+                                "value": 2 * float(up["value"].iloc[0]), "run_id": up["run_id"].iloc[0]}], profile)"""
+REGISTER = """from vlpt_lib.workbook import runner, tables
+tables.TABLES["toy_up"] = tables.Table("toy up", "t1_up", paper=False)
+tables.TABLES["toy_down"] = tables.Table("toy down", "t2_down", paper=False)
+runner.PIPELINE["t1_up"] = []
+runner.PIPELINE["t2_down"] = ["t1_up"]
+"""
+
+
+def _mark(run_dir: Path) -> None:
+    """Put a marker into a run's result: a result served from cache keeps it, a recomputed one does not."""
+    path = run_dir / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "marker": 1}))
+
+
+# ----------------------------------------------------------------------------- job level
+def test_job_key_holds_the_absolute_data_root_never_none(tmp_path, monkeypatch, results_root):
+    """`data_root: null` meant "$VLPT_DATA_ROOT": other data gave the old key, hence the old table."""
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(tmp_path / "a"))
+    cfg_a = mvp.pretrain_cfgs("paper", {}, ["pixel"])["pixel"]
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(tmp_path / "b"))
+    cfg_b = mvp.pretrain_cfgs("paper", {}, ["pixel"])["pixel"]
+    assert (cfg_a["data"]["root"], cfg_b["data"]["root"]) == (str(tmp_path / "a"), str(tmp_path / "b"))
+    runs = tmp_path / "runs"
+    assert launch.run_dir_for("pretrain", cfg_a, runs) != launch.run_dir_for("pretrain", cfg_b, runs)
+    relative = {"data": {"root": "data"}}  # a relative root means the folder under the current directory
+    monkeypatch.chdir(tmp_path / "..")
+    here = launch.run_dir_for("pretrain", relative, runs)
+    assert str(tmp_path.parent / "data" / "imagenet" / "images" / "train") in launch.data_paths(
+        "pretrain", launch.resolve_config("pretrain", relative))
+    monkeypatch.chdir(tmp_path)
+    assert launch.run_dir_for("pretrain", relative, runs) != here
+
+
+def test_fingerprint_sees_data_changes_but_not_caches_beside_the_data(tmp_path):
+    images = tmp_path / "images"
+    (images / "n01").mkdir(parents=True)
+    (images / "n01" / "a.jpg").write_bytes(b"x")
+    split = tmp_path / "split.json"
+    split.write_text("{}")
+    os.utime(images / "n01", ns=(10**9, 10**9))  # an old mtime: the next change surely moves it
+    paths = [str(images), str(split), str(tmp_path / "absent")]
+    before = fp.fingerprint(paths)
+    assert before[str(tmp_path / "absent")] == "missing"
+    (images / "scan_train.json").write_text("{}")  # this project's caches are not data
+    (images / "split_fewshot").mkdir()
+    assert fp.fingerprint(paths) == before
+    (images / "n01" / "b.jpg").write_bytes(b"y")  # an image added to a class folder
+    assert fp.changed_paths(before, fp.fingerprint(paths)) == [str(images)]
+    split.write_text('{"train": []}')  # a split file rewritten
+    assert str(split) in fp.changed_paths(before, fp.fingerprint(paths))
+
+
+def test_job_recomputes_when_the_data_it_reads_is_fixed_in_place(tmp_path, monkeypatch):
+    data = tmp_path / "labels.txt"
+    data.write_text("1")
+    monkeypatch.setattr(example, "data_paths", lambda cfg: [str(data)], raising=False)
+    runs = tmp_path / "runs"
+    launch.run_job("example", CFG, runs)
+    run_dir = launch.run_dir_for("example", CFG, runs)
+    _mark(run_dir)
+    assert launch.run_job("example", CFG, runs)["marker"] == 1
+    data.write_text("22")  # same path, other content: the key is the same, the fingerprint is not
+    assert launch.stale_reason(run_dir) == f"input changed: {data}"
+    assert "marker" not in launch.run_job("example", CFG, runs)
+    assert launch.stale_reason(run_dir) is None
+
+
+def test_code_hash_covers_the_library_not_the_workbook(tmp_path):
+    pkg = tmp_path / "pkg"
+    for rel, text in {"jobs/job.py": "a = 1", "models/configs/m.json": '{"width": 1}',
+                      "workbook/glue.py": "b = 1", "bench/b.py": "c = 1"}.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    code_hash = fp.code_hash.__wrapped__  # uncached: the files change under it here
+    job, notebook = code_hash(fp.JOB_CODE_EXCLUDE, pkg), code_hash(runner.NOTEBOOK_CODE_EXCLUDE, pkg)
+    (pkg / "workbook" / "glue.py").write_text("b = 2")
+    (pkg / "bench" / "b.py").write_text("c = 2")
+    assert code_hash(fp.JOB_CODE_EXCLUDE, pkg) == job  # a job's result does not depend on the workbook
+    assert code_hash(runner.NOTEBOOK_CODE_EXCLUDE, pkg) != notebook  # a notebook's tables do
+    (pkg / "models" / "configs" / "m.json").write_text('{"width": 2}')
+    changed = code_hash(fp.JOB_CODE_EXCLUDE, pkg)
+    assert changed != job
+    (pkg / "jobs" / "job.py").write_text("a = 2")
+    assert code_hash(fp.JOB_CODE_EXCLUDE, pkg) != changed
+
+
+def test_code_change_gives_a_job_a_new_run(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    old = launch.run_job("example", CFG, runs)
+    monkeypatch.setattr(launch, "code_hash", lambda: "a-fixed-bug")
+    new_dir = launch.run_dir_for("example", CFG, runs)
+    assert new_dir.name != old["run_id"]
+    assert launch.run_job("example", CFG, runs)["run_id"] == new_dir.name
+
+
+def test_finetune_key_follows_its_pretraining_run(tmp_path, results_root):
+    runs = tmp_path / "runs"
+
+    def finetune_dir(pretrain_epochs: int) -> Path:
+        cfgs = mvp.pretrain_cfgs("smoke", {"optim": {"epochs": pretrain_epochs}}, dry=True)
+        exports = {t: {"export": str(launch.run_dir_for("pretrain", c, runs) / pretrain.EXPORT_NAME),
+                       "model_name": "beit_base_patch16_224", "kwargs": {}} for t, c in cfgs.items()}
+        cfg = mvp.finetune_cfg("smoke", {}, "MVP", 0, exports, dry=True)
+        assert exports["clip"]["export"] in launch.data_paths("finetune", cfg)  # its file is fingerprinted too
+        return launch.run_dir_for("finetune", cfg, runs)
+
+    assert finetune_dir(1) == finetune_dir(1)
+    assert finetune_dir(1) != finetune_dir(2)
+
+
+def test_force_recomputes_a_job_once(tmp_path, monkeypatch):
+    """A cached result older than $VLPT_RECOMPUTE_BEFORE (what --force exports) is recomputed, once."""
+    runs = tmp_path / "runs"
+    launch.run_job("example", CFG, runs)
+    run_dir = launch.run_dir_for("example", CFG, runs)
+    _mark(run_dir)
+    time.sleep(0.05)
+    monkeypatch.setenv(launch.RECOMPUTE_BEFORE_ENV, f"{time.time():.3f}")
+    assert "marker" not in launch.run_job("example", CFG, runs)
+    _mark(run_dir)
+    assert launch.run_job("example", CFG, runs)["marker"] == 1  # a second notebook using it: not again
+
+
+# ----------------------------------------------------------------------------- notebook level (toy pipeline)
+def _notebook(path: Path, params_src: str, body_src: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(params_src)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body_src)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def toy(tmp_path, results_root, monkeypatch):
+    """The toy pipeline registered with the runner: (nb_dir, p_dir, data roots a and b)."""
+    nb_dir, p_dir = tmp_path / "notebooks", tmp_path / "params"
+    nb_dir.mkdir()
+    (p_dir / PROFILE).mkdir(parents=True)
+    _notebook(nb_dir / "t1_up.ipynb", UP_PARAMS, UP_BODY)
+    _notebook(nb_dir / "t2_down.ipynb", 'profile = "smoke"', DOWN_BODY)
+    roots = []
+    for name, scale in (("a", "1"), ("b", "3")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scale.txt").write_text(scale)
+        roots.append(tmp_path / name)
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(roots[0]))
+    monkeypatch.setitem(tables.TABLES, "toy_up", tables.Table("toy up", "t1_up", paper=False))
+    monkeypatch.setitem(tables.TABLES, "toy_down", tables.Table("toy down", "t2_down", paper=False))
+    monkeypatch.setitem(runner.PIPELINE, "t1_up", [])
+    monkeypatch.setitem(runner.PIPELINE, "t2_down", ["t1_up"])
+    return nb_dir, p_dir, roots[0], roots[1]
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """papermill replaced by running the notebook's cells in this process (the parameters after their cell)."""
+    def execute(input_path, output_path, parameters, **_):
+        nb = nbformat.read(input_path, as_version=4)
+        namespace: dict = {}
+        for cell in nb.cells:
+            exec(cell.source, namespace)
+            if "parameters" in cell.metadata.get("tags", []):
+                namespace.update(parameters)
+        nbformat.write(nb, output_path)
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", execute)
+    return execute
+
+
+def _run(toy, **kw) -> list[tuple[str, str]]:
+    nb_dir, p_dir = toy[:2]
+    return [(o.name, o.status) for o in runner.reproduce(PROFILE, nb_dir=nb_dir, p_dir=p_dir, render=False, **kw)]
+
+
+def _reasons(toy) -> dict[str, str | None]:
+    return {s.name: s.reason for s in runner.status(PROFILE, nb_dir=toy[0], p_dir=toy[1])}
+
+
+def _tables(results: Path) -> dict[str, pd.DataFrame]:
+    return {t: pd.read_csv(results / PROFILE / "tables" / f"{t}.csv") for t in ("toy_up", "toy_down")}
+
+
+def _record(results: Path, name: str) -> dict:
+    return json.loads((results / PROFILE / "notebooks" / f"{name}.run.json").read_text())
+
+
+def test_changed_data_root_reruns_what_reads_it(toy, in_process, results_root, monkeypatch):
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    assert _reasons(toy) == {"t1_up": None, "t2_down": None}
+    first = _tables(results_root)
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(toy[3]))
+    assert _reasons(toy) == {"t1_up": "data root changed", "t2_down": "upstream t1_up would run"}
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    second = _tables(results_root)
+    assert second["toy_up"]["run_id"][0] != first["toy_up"]["run_id"][0]
+    assert second["toy_down"]["value"][0] == pytest.approx(2 * second["toy_up"]["value"][0])
+
+
+def test_changed_upstream_param_reruns_downstream(toy, in_process, results_root):
+    """Changing params/*/10_mvp_pretrain.yaml re-ran 10 but left 11 and 12 describing the old model."""
+    _run(toy)
+    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 3\n")
+    assert _reasons(toy) == {"t1_up": "params changed", "t2_down": "upstream t1_up would run"}
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    assert _reasons(toy) == {"t1_up": None, "t2_down": None}
+
+
+def test_deleted_table_is_rebuilt(toy, in_process, results_root):
+    _run(toy)
+    before = _tables(results_root)
+    (results_root / PROFILE / "tables" / "toy_down.csv").unlink()
+    assert _reasons(toy) == {"t1_up": None, "t2_down": "table toy_down missing"}
+    assert _run(toy) == [("t1_up", "cached"), ("t2_down", "ran")]
+    pd.testing.assert_frame_equal(_tables(results_root)["toy_down"], before["toy_down"])
+
+
+def test_code_change_and_changed_job_data_rerun_notebooks(toy, in_process, results_root, monkeypatch, tmp_path):
+    data = tmp_path / "labels.txt"
+    data.write_text("1")
+    monkeypatch.setattr(example, "data_paths", lambda cfg: [str(data)], raising=False)
+    _run(toy)
+    data.write_text("22")  # the job's data fixed in place: its run, hence t1_up's table, is stale
+    assert _reasons(toy)["t1_up"].endswith(f"input changed: {data}")
+    _run(toy)
+    monkeypatch.setattr(runner, "code_hash", lambda exclude: "a-fixed-bug")
+    assert _reasons(toy) == {"t1_up": "code changed", "t2_down": "code changed"}
+
+
+def test_force_recomputes_jobs_too(toy, in_process, results_root):
+    _run(toy)
+    run_dir = Path(_record(results_root, "t1_up")["runs"][0]["run_dir"])
+    _mark(run_dir)
+    start = time.time()
+    assert _run(toy, force=True) == [("t1_up", "ran"), ("t2_down", "ran")]
+    assert "marker" not in json.loads((run_dir / "result.json").read_text())
+    assert (run_dir / "config.json").stat().st_mtime >= start - 0.01
+    assert os.environ.get(launch.RECOMPUTE_BEFORE_ENV) is None  # only while that reproduce runs
+
+
+@pytest.mark.parametrize("how", ["runner", "kernel"])
+def test_interrupted_force_keeps_no_ok_record_and_resumes(toy, in_process, results_root, monkeypatch, how):
+    """Ctrl-C during --force used to keep the old "ok" record and the KeyboardInterrupt in the report."""
+    _run(toy)
+    clean = _tables(results_root)
+
+    def interrupted(input_path, output_path, parameters, **_):
+        Path(output_path).write_text("half a notebook")
+        if how == "runner":
+            raise KeyboardInterrupt
+        raise pm.PapermillExecutionError(1, 1, "run_job(...)", "KeyboardInterrupt", "", [])
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(toy, force=True)
+    executed = results_root / PROFILE / "notebooks"
+    assert _record(results_root, "t1_up")["status"] == "interrupted"
+    assert not (executed / "t1_up.ipynb").exists() and not list((executed / ".partial").glob("*.ipynb"))
+    assert _reasons(toy) == {"t1_up": "last run was interrupted", "t2_down": "upstream t1_up would run"}
+    monkeypatch.setattr(runner.pm, "execute_notebook", in_process)
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    for name, df in _tables(results_root).items():
+        pd.testing.assert_frame_equal(df, clean[name])
+
+
+def test_cli_status_runs_nothing_and_help_says_what_force_recomputes(results_root, capsys):
+    assert main(["reproduce", "--profile", "smoke", "--status", "--only", "cocoop_base2new"]) == 0
+    out = capsys.readouterr().out
+    assert "20_cocoop_base2new" in out and "would run: never ran" in out and "10_mvp_pretrain" not in out
+    assert not results_root.exists(), "--status wrote something"
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("VLPT_RESULTS_ROOT", "VLPT_DATA_ROOT", "VLPT_NO_PROGRESS", "VLPT_RECOMPUTE_BEFORE", "Default: mini",
+                  "recompute every job result they use", "run nothing"):
+        assert words in text, words
+
+
+# ----------------------------------------------------------------------------- fault injection (papermill)
+def _start(toy, results: Path, driver: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "VLPT_RESULTS_ROOT": str(results)}
+    proc = subprocess.Popen([sys.executable, str(driver), str(toy[0]), str(toy[1]), *args], cwd=REPO_ROOT,
+                            env=env, start_new_session=True)
+    owner = results / PROFILE / ".reproduce.lock.owner"
+    deadline = time.time() + 120
+    while not (owner.exists() and str(proc.pid) in owner.read_text()) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it took the results folder"
+        time.sleep(0.05)
+    return proc
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    """SIGINT: Ctrl-C (the whole process group, kernel included); SIGKILL: the runner alone (its kernel
+    notices its parent is gone and exits). Waits until every process of the run is gone."""
+    try:
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # not there (yet, or any more)
+        return 0.0
+
+
+def _assert_consistent(results: Path) -> None:
+    """Every "ok" record has its executed copy and tables; no other record has an executed copy."""
+    executed = results / PROFILE / "notebooks"
+    for path in executed.glob("*.run.json"):
+        name, record = path.name[:-len(".run.json")], json.loads(path.read_text())
+        if record["status"] == "ok":
+            assert (executed / f"{name}.ipynb").exists(), name
+            assert all((results / PROFILE / "tables" / f"{t}.csv").exists() for t in record["tables"]), name
+        else:
+            assert record["status"] in ("running", "interrupted"), record
+            assert not (executed / f"{name}.ipynb").exists(), f"{name}: an unfinished run's notebook is shown"
+
+
+def _assert_same_tables(results: Path, clean: dict[str, pd.DataFrame]) -> None:
+    for name, df in _tables(results).items():
+        pd.testing.assert_frame_equal(df, clean[name], check_exact=False, rtol=1e-5)
+
+
+def test_fault_injection(toy, in_process, tmp_path, monkeypatch):
+    """Kill a papermill reproduce at random points (SIGINT, SIGKILL, SIGINT during --force), refuse a concurrent
+    one, resume: the tables equal an uninterrupted run's; a changed data root or upstream param re-runs.
+    The uninterrupted reference runs the same notebooks' cells in this process (seconds, not kernels)."""
+    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 4\nsleep: 0.6\n")  # the job: about 2.4 s
+    driver = tmp_path / "driver.py"
+    driver.write_text("import sys\nfrom pathlib import Path\n" + REGISTER + (
+        "try:\n    runner.reproduce('paper', nb_dir=Path(sys.argv[1]), p_dir=Path(sys.argv[2]), render=False, "
+        "force='--force' in sys.argv)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n"))
+    rng = random.Random(10)
+    monkeypatch.setenv("VLPT_RESULTS_ROOT", str(tmp_path / "clean"))
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    clean = _tables(tmp_path / "clean")
+    monkeypatch.setattr(runner.pm, "execute_notebook", PAPERMILL)  # from here on: papermill and its kernels
+
+    results = tmp_path / "killed"
+    monkeypatch.setenv("VLPT_RESULTS_ROOT", str(results))
+    first = _start(toy, results, driver)
+    with pytest.raises(Busy, match=f"results/{PROFILE} is in use by process {first.pid}"):
+        _run(toy)  # a second writer of the same results folder is refused, naming the first
+    time.sleep(rng.uniform(0, 6))
+    _stop(first, signal.SIGINT)
+    _assert_consistent(results)
+    second = _start(toy, results, driver)
+    time.sleep(rng.uniform(0, 6))
+    _stop(second, signal.SIGKILL)
+    _assert_consistent(results)
+    _run(toy)  # resumes: what was not finished runs, the job from its checkpoint
+    _assert_same_tables(results, clean)
+    run_dir = Path(_record(results, "t1_up")["runs"][0]["run_dir"])
+
+    forced = _start(toy, results, driver, "--force")
+    start = time.time()
+    while _mtime(run_dir / "config.json") < start:  # until --force restarts the job (its result was older)
+        assert time.time() < start + 60, "--force did not recompute the job"
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0, 1.5))
+    _stop(forced, signal.SIGINT)
+    _assert_consistent(results)
+    assert _record(results, "t1_up")["status"] in ("running", "interrupted")
+    assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
+    _run(toy)
+    _assert_consistent(results)
+    _assert_same_tables(results, clean)
+
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(toy[3]))
+    assert _reasons(toy) == {"t1_up": "data root changed", "t2_down": "upstream t1_up would run"}
+    monkeypatch.setenv("VLPT_DATA_ROOT", str(toy[2]))
+    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 5\nsleep: 0.6\n")
+    assert _reasons(toy) == {"t1_up": "params changed", "t2_down": "upstream t1_up would run"}

@@ -1,0 +1,133 @@
+"""results/<profile>/run_metadata.json: what produced the numbers, so each one can be traced.
+
+Git commit (and whether the tree had uncommitted changes), package versions, the device and its name, the
+seeds of every table, wall time per notebook (notebooks/*.run.json) and per job (runs/*/result.json
+`wall_s`, with the tables that use it), the profile and the caps of a dry run. `reproduce` writes it after
+the notebooks; the report reads it for its footer (and writes one, without run outcomes, where none exists).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..utils.io import atomic_write
+from . import paths
+from .tables import TABLES, load_table
+
+PACKAGES = {"torch": "torch", "timm": "timm", "open_clip": "open_clip_torch", "numpy": "numpy"}
+KEYS = ("profile", "written", "git", "packages", "device", "seeds", "notebooks", "jobs", "caps", "outcomes")
+
+
+def metadata_path(profile: str) -> Path:
+    return paths.results_dir(profile) / "run_metadata.json"
+
+
+def git_state(repo: Path = paths.REPO_ROOT) -> dict:
+    """{"commit", "dirty"}; both None outside a git checkout (e.g. an unpacked release)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip() if commit else None, "dirty": bool(status.strip()) if status is not None else None}
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for label, dist in PACKAGES.items():
+        try:
+            out[label] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            out[label] = None
+    return out
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict:
+    """The accelerator the jobs would pick ("auto"): CUDA card name(s), else the CPU's model name."""
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return {"type": "cuda", "name": names[0], "count": len(names), "cpus": os.cpu_count()}
+    return {"type": "cpu", "name": _cpu_name(), "count": 1, "cpus": os.cpu_count()}
+
+
+def seeds_per_table(profile: str) -> dict:
+    """{table: {method: [seeds]}} from the saved tables (derived rows without a seed left out)."""
+    out = {}
+    for name in TABLES:
+        df = load_table(name, profile).dropna(subset=["seed"])
+        if len(df):
+            out[name] = {m: sorted(int(s) for s in g["seed"].unique()) for m, g in df.groupby("method", sort=False)}
+    return out
+
+
+def notebook_times(profile: str) -> dict:
+    """{notebook: {status, seconds, finished}} from results/<profile>/notebooks/*.run.json."""
+    out = {}
+    for record in sorted(paths.executed_dir(profile).glob("*.run.json")):
+        r = json.loads(record.read_text())
+        out[record.name[:-len(".run.json")]] = {k: r.get(k) for k in ("status", "seconds", "finished")}
+    return out
+
+
+def job_times(profile: str) -> dict:
+    """{run id: {wall_s, tables}}: every job run of the profile and the tables whose rows it wrote."""
+    used: dict[str, list[str]] = {}
+    for name in TABLES:
+        for run_id in load_table(name, profile)["run_id"].dropna().unique():
+            used.setdefault(str(run_id), []).append(name)
+    out = {}
+    for result in sorted(paths.runs_dir(profile).glob("*/result.json")):
+        try:
+            wall = json.loads(result.read_text()).get("wall_s")
+        except json.JSONDecodeError:  # a run being written: reported without its time
+            wall = None
+        out[result.parent.name] = {"wall_s": wall, "tables": used.get(result.parent.name, [])}
+    return out
+
+
+def run_metadata(profile: str, outcomes: Iterable | None = None, caps: dict | None = None) -> dict:
+    """The metadata of the profile's results as they are now; `outcomes`: the runner's Outcome list."""
+    return {
+        "profile": profile,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": device_info(),
+        "seeds": seeds_per_table(profile),
+        "notebooks": notebook_times(profile),
+        "jobs": job_times(profile),
+        "caps": caps,
+        "outcomes": [{"name": o.name, "status": o.status, "seconds": o.seconds} for o in outcomes or []],
+    }
+
+
+def write_run_metadata(profile: str, outcomes: Iterable | None = None, caps: dict | None = None) -> Path:
+    """Write results/<profile>/run_metadata.json (atomic) and return its path."""
+    data = run_metadata(profile, outcomes, caps)
+    return atomic_write(metadata_path(profile), json.dumps(data, indent=2, default=str))
+
+
+def load_run_metadata(profile: str) -> dict | None:
+    path = metadata_path(profile)
+    return json.loads(path.read_text()) if path.exists() else None
