@@ -31,7 +31,7 @@ def metadata_path(profile: str) -> Path:
 
 
 def git_state(repo: Path = paths.REPO_ROOT) -> dict:
-    """{"commit", "dirty"}; both None outside a git checkout (e.g. an unpacked release)."""
+    """{"commit", "dirty"}: dirty = uncommitted changes outside results/; both None outside a git checkout."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
@@ -40,7 +40,8 @@ def git_state(repo: Path = paths.REPO_ROOT) -> dict:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # results/ is what a run writes (its tables and figures are committed): only the code counts as dirty
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit.strip() if commit else None, "dirty": bool(status.strip()) if status is not None else None}
 
 
