@@ -135,6 +135,7 @@ class PromptCLIP(nn.Module):
         self.prompt_learner.to(self._device())
         self.classnames: list[str] = []
         self._zs_weights: torch.Tensor | None = None
+        self._zs_cache: dict[tuple, torch.Tensor] = {}  # CLIP is frozen: the same class list gives the same weights
         self._text_cache: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- setup
@@ -159,8 +160,11 @@ class PromptCLIP(nn.Module):
             emb = self.clip.token_embedding(tokens.to(self._device())).float()
         pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
         if self.method == "CLIP":  # the shared zero-shot helper: (D, K) normalised weights
-            self._zs_weights = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
-                                                   device=self._device(), batch_size=self.text_chunk).t()
+            key = (tuple(self.classnames), self.template)  # e.g. ImageNet, -V2 and -Sketch share 1,000 classes
+            if key not in self._zs_cache:
+                self._zs_cache[key] = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
+                                                          device=self._device(), batch_size=self.text_chunk).t()
+            self._zs_weights = self._zs_cache[key]
 
     def train(self, mode: bool = True):
         super().train(mode)
