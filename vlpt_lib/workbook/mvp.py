@@ -36,6 +36,7 @@ from ..jobs.launch import load_result, resolve_config, run_dir_for, run_job
 from ..models.mvp import ClipTeacher, MVPStudent, arch_spec, export_kwargs, patch_similarity
 from ..utils.io import atomic_write
 from . import params, paths, profiles, recipe, tables
+from .params import merge
 
 PRETRAIN_NOTEBOOK = "10_mvp_pretrain"
 TARGETS = ("clip", "pixel")
@@ -62,14 +63,6 @@ PARAM_CHECKS: dict[str, Callable[[object], None]] = {
     "finetune": _checker("finetune", finetune.Config),
     "segment": _checker("segment", segment.Config),
 }
-
-
-def merge(base: Mapping | None, over: Mapping) -> dict:
-    """`over` on top of `base`, nested dicts merged key by key."""
-    out = dict(base or {})
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
 
 
 def _env(device, precision, threads, num_workers) -> dict:

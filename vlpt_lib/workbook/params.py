@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 from pathlib import Path
+from typing import Mapping
 
 import nbformat
 import yaml
@@ -39,6 +40,14 @@ def notebook_defaults(nb_path: Path) -> dict:
                 out[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
                 out[node.targets[0].id] = None  # not a literal: any type
+    return out
+
+
+def merge(base: Mapping | None, over: Mapping) -> dict:
+    """`over` on top of `base`, nested dicts merged key by key (a job diff, a dry-run cap inside one)."""
+    out = dict(base or {})
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 

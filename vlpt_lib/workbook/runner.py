@@ -137,21 +137,17 @@ def load_params(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path
     return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir(), PARAM_CHECKS)
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    """`over` on top of `base`; dicts merge key by key (a cap inside a job diff keeps the rest of it)."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def dry_run_caps_path(name: str, p_dir: Path | None = None) -> Path:
+    return (p_dir or params_dir()) / "dry-run" / f"{name}.yaml"
 
 
 def dry_run_caps(name: str, p_dir: Path | None = None, cuda: bool | None = None) -> dict:
     """params/dry-run/<name>.yaml: the dry run's caps on the paper params (its `on_cuda` block merged when a
     GPU is present)."""
-    caps = notebook_params.read_yaml((p_dir or params_dir()) / "dry-run" / f"{name}.yaml")
+    caps = notebook_params.read_yaml(dry_run_caps_path(name, p_dir))
     on_cuda = caps.pop("on_cuda", None) or {}
     if torch.cuda.is_available() if cuda is None else cuda:
-        caps = deep_merge(caps, on_cuda)
+        caps = notebook_params.merge(caps, on_cuda)
     return caps
 
 
@@ -159,10 +155,10 @@ def dry_run_params(name: str, p_dir: Path | None = None, nb_dir: Path | None = N
     """The paper params of a notebook with the dry run's caps on top, checked like any params file."""
     params = load_params(name, "paper", p_dir, nb_dir)
     caps = dry_run_caps(name, p_dir)
-    merged = deep_merge(params, caps)
+    merged = notebook_params.merge(params, caps)
     nb_path = (nb_dir or notebooks_dir()) / f"{name}.ipynb"
     notebook_params.check(name, merged, notebook_params.notebook_defaults(nb_path),
-                          str((p_dir or params_dir()) / "dry-run" / f"{name}.yaml"), PARAM_CHECKS)
+                          str(dry_run_caps_path(name, p_dir)), PARAM_CHECKS)
     return merged
 
 
@@ -277,7 +273,7 @@ def notebook_params_for(name: str, profile: str, p_dir: Path | None = None, nb_d
                         overrides: dict | None = None) -> dict:
     """What the notebook runs with: its checked params file, `overrides` on top, a relative data_root made
     absolute (the kernel runs in the notebooks' folder)."""
-    params = deep_merge(load_params(name, profile, p_dir, nb_dir), overrides or {})
+    params = notebook_params.merge(load_params(name, profile, p_dir, nb_dir), overrides or {})
     if isinstance(params.get("data_root"), str) and params["data_root"]:
         params["data_root"] = _absolute(params["data_root"])
     return params
@@ -389,7 +385,7 @@ def _overrides(name: str, todo: list[str], selective: bool, extra: dict[str, dic
     """The parameters the runner adds: the dry run's, and with --only the tables 00_setup checks."""
     overrides = (extra or {}).get(name, {})
     if name == SETUP and selective:  # with --only, 00_setup checks the data of the selected tables only
-        overrides = deep_merge(overrides, {"tables": checked_tables(todo)})
+        overrides = notebook_params.merge(overrides, {"tables": checked_tables(todo)})
     return overrides
 
 
@@ -438,7 +434,8 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
         stack.enter_context(_absolute_roots())
         if dry_run:
             extra = _dry_run_setup(todo, p_dir, nb_dir)
-            stack.enter_context(_results_root(paths.dry_run_dir()))
+            # results here and in the kernels, which inherit the environment
+            stack.enter_context(_environ({"VLPT_RESULTS_ROOT": str(paths.dry_run_dir())}))
         # One writer per results folder: a second `reproduce` of the same profile is refused, not interleaved.
         stack.enter_context(exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"))
         if force:  # jobs too: a result older than this run is recomputed, once (the kernels inherit the variable)
@@ -456,27 +453,13 @@ def _dry_run_setup(todo: list[str], p_dir: Path | None, nb_dir: Path | None) -> 
     for name in todo:
         caps = dry_run_caps(name, p_dir, cuda)
         defaults = notebook_params.notebook_defaults((nb_dir or notebooks_dir()) / f"{name}.ipynb")
-        extra[name] = deep_merge({k: v for k, v in shared.items() if k in defaults}, caps)
-        caps_file = (p_dir or params_dir()) / "dry-run" / f"{name}.yaml"
+        extra[name] = notebook_params.merge({k: v for k, v in shared.items() if k in defaults}, caps)
+        caps_file = dry_run_caps_path(name, p_dir)
         if caps_file.exists():  # the file itself: its comments say what each cap replaces
             print(f"--- {caps_file.relative_to(caps_file.parents[2])}\n" + caps_file.read_text().rstrip())
     print(f"  every notebook: data_root {shared['data_root']} (synthetic, real class counts), "
           f"clip_pretrained {shared['clip_pretrained']} (ViT-B/16 architecture, random weights)")
     return extra
-
-
-@contextlib.contextmanager
-def _results_root(root: Path):
-    """Point results (here and in the notebooks' kernels, which inherit the environment) at `root`."""
-    before = os.environ.get("VLPT_RESULTS_ROOT")
-    os.environ["VLPT_RESULTS_ROOT"] = str(root)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("VLPT_RESULTS_ROOT", None)
-        else:
-            os.environ["VLPT_RESULTS_ROOT"] = before
 
 
 def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path | None, p_dir: Path | None,
