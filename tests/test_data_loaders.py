@@ -125,7 +125,7 @@ def test_ade_reduce_zero_label(world):
 
     raw = ADE20K(world, "training", reduce_zero_label=False)
     red = ADE20K(world / "ADEChallengeData2016", "train")
-    assert red.classnames == list(M.R.SHAPES) and len(red) == CFG.ade_train
+    assert red.classnames == list(M.R.ADE_CLASSES) and len(red) == CFG.ade_train
     m_raw = np.asarray(Image.open(raw.samples[0][1]))
     _, m = red[0]
     assert m.dtype == torch.int64

@@ -81,8 +81,47 @@ def test_captions_cover_every_class_word_and_fit_the_context():
     assert longest <= 25
 
 
+def test_captions_never_use_the_zero_shot_templates():
+    # The templates' fixed parts ("a photo of a ", ", a type of pet.", " texture.", "a centered satellite photo
+    # of ") must be foreign to the captions: the misfit between how the CLIP learned to read text and the
+    # hand-written templates is what CoOp's learned context can fix (issue #12).
+    import numpy as np
+
+    from vlpt_lib.data import coop
+
+    rng = np.random.default_rng(1)
+    texts = [M.caption_example(12, rng, M.CONFIGS["mini"])[1].lower() for _ in range(1500)]
+    parts = {part.strip() for name in M.MINI_DATASETS + M.MINI_VARIANTS
+             for part in coop.DATASETS[name].template.lower().split("{}") if len(part.strip()) > 2}
+    assert {"a photo of a", "texture.", "a centered satellite photo of", ", a type of pet."} <= parts
+    found = {part: t for part in parts for t in texts if part in t}
+    assert not found, found
+
+
 def test_class_counts_match_the_paper_structure():
     names = M.all_class_names(M.CONFIGS["mini"])
     assert len(names["OxfordPets"]) % 2 == 1 and len(names["DescribableTextures"]) % 2 == 1
     assert all(len(set(v)) == len(v) for v in names.values())
-    assert len(R.SHAPES) == len(names["ADE20K"])
+    assert names["ADE20K"] == list(R.TEXTURES)  # the stuff; the things (shapes) are "other"
+
+
+def test_ade_scenes_are_stuff_and_things():
+    # ADE20K stand-in: 2-4 textured "stuff" regions in random colours + 0-3 shape "things" labelled 0 ("other");
+    # the same seed paints the same scene, and a texture's colours never name its class.
+    import numpy as np
+
+    scenes = [R.stuff_scene(32, np.random.default_rng(i)) for i in range(40)]
+    img, mask, info = scenes[0]
+    again = R.stuff_scene(32, np.random.default_rng(0))
+    assert np.array_equal(img, again[0]) and np.array_equal(mask, again[1])
+    assert img.shape == (32, 32, 3) and mask.dtype == np.uint8
+    for _, m, inf in scenes:
+        assert m.max() <= len(R.ADE_CLASSES) and (m == 0).any() == bool(inf["things"])
+        assert 2 <= len(inf["stuff"]) <= 4 and len(inf["things"]) <= 3
+        assert len({s["texture"] for s in inf["stuff"]}) == len(inf["stuff"])
+        assert set(np.unique(m[m >= 1])) <= {R.ADE_CLASSES.index(s["texture"]) + 1 for s in inf["stuff"]}
+    colours = {}
+    for _, _, inf in scenes:
+        for s in inf["stuff"]:
+            colours.setdefault(s["texture"], set()).add(s["colours"])
+    assert max(len(c) for c in colours.values()) >= 3

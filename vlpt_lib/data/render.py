@@ -328,6 +328,72 @@ def scene_image(S: int, rng: np.random.Generator, n_objects: tuple[int, int] = (
     return img, mask, objects
 
 
+# ADE20K stand-in: "stuff" (textured regions, like wall / floor / grass / sky) + "things" (shapes on top).
+# Classes 1..len(ADE_CLASSES) are the stuff; the things are label 0, "other" (ignored under reduce_zero_label,
+# as ADE20K's unlabelled pixels): at 64 px no model here learns shape identity within the mini budget (measured
+# for scratch, pixel-target and MVP inits, and a small CNN: shape IoU 0-3), so scoring them would only halve
+# every mIoU without ordering anything. They still occlude the stuff.
+ADE_STUFF = TEXTURES
+ADE_THINGS = SHAPES
+ADE_CLASSES = tuple(ADE_STUFF)
+
+
+def stuff_regions(S: int, rng: np.random.Generator, k: int) -> np.ndarray:
+    """An SxS map of region ids 0..k-1: Voronoi cells of k random seeds on smoothly warped coordinates
+    (wavy borders). Every id owns some pixels."""
+    yy, xx = grid(S)
+    wy = (smooth_noise(S, rng, 3) - 0.5) * S * 0.35
+    wx = (smooth_noise(S, rng, 3) - 0.5) * S * 0.35
+    for _ in range(20):
+        seeds = rng.uniform(0.1, 0.9, (k, 2)) * S
+        d = np.stack([np.hypot(yy + wy - sy, xx + wx - sx) for sy, sx in seeds])
+        ids = d.argmin(0)
+        if np.bincount(ids.ravel(), minlength=k).min() >= S * S // (6 * k):
+            break
+    return ids
+
+
+def stuff_background(S: int, rng: np.random.Generator, regions: tuple[int, int] = (2, 4)):
+    """`regions` wavy cells, each a different ADE_STUFF texture in a random colour pair, softly lit.
+    Returns the image, its class mask (ADE_CLASSES order, from 1) and the (texture, colours) per cell."""
+    k = int(rng.integers(regions[0], regions[1] + 1))
+    ids = stuff_regions(S, rng, k)
+    textures = [str(t) for t in rng.choice(ADE_STUFF, k, replace=False)]
+    img = np.zeros((S, S, 3), np.float32)
+    mask = np.zeros((S, S), np.uint8)
+    stuff = []
+    for j, texture in enumerate(textures):
+        c1, c2 = texture_pair(rng)
+        tex = pattern(texture, S, rgb(c1, rng), rgb(c2, rng), rng)
+        inside = ids == j
+        img[inside] = tex[inside]
+        mask[inside] = ADE_CLASSES.index(texture) + 1
+        stuff.append({"texture": texture, "colours": (c1, c2)})
+    img = img * (1 + (smooth_noise(S, rng, 4)[..., None] - 0.5) * 0.2)  # soft lighting
+    return img, mask, stuff
+
+
+def stuff_scene(S: int, rng: np.random.Generator, regions: tuple[int, int] = (2, 4),
+                n_objects: tuple[int, int] = (0, 3), size: str = "medium", plain_p: float = 0.7):
+    """An ADE20K-like scene: the image partitioned into `regions` wavy cells ("stuff"), each one of
+    ADE_STUFF (a texture, all different) in a random pair of colours (so colour never names the class),
+    plus `n_objects` shapes ("things", ADE_THINGS) painted on top as in the photos. Returns the image,
+    its class mask (1..len(ADE_CLASSES) for the stuff, 0 "other" for the things) and what was painted."""
+    img, mask, stuff = stuff_background(S, rng, regions)
+    things = []
+    q = (1 - plain_p) / 3
+    for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
+        shape = str(rng.choice(ADE_THINGS))
+        colour = str(rng.choice(OBJECT_COLOURS))
+        fill = str(rng.choice(OBJECT_FILLS, p=[plain_p, q, q, q]))
+        cx, cy, r = place(S, rng, size, margin=0.8)
+        img, a = paint_object(img, shape, colour, fill, cx, cy, r, rng)
+        mask[a > 0.5] = 0  # other (see ADE_CLASSES)
+        things.append({"shape": shape, "colour": colour, "fill": fill})
+    img = img + rng.normal(0, 0.015, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1), mask, {"stuff": stuff, "things": things}
+
+
 def texture_image(S: int, texture: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple[str, str]]:
     c1, c2 = texture_pair(rng)
     img = pattern(texture, S, rgb(c1, rng), rgb(c2, rng), rng)
@@ -411,7 +477,20 @@ def land_use_image(S: int, folder: str, rng: np.random.Generator) -> np.ndarray:
             img = composite(img, np.full(3, rng.uniform(0.72, 0.92), np.float32), a)
     else:
         raise ValueError(f"unknown land use {folder!r}")
-    return np.clip(img, 0, 1)
+    return sentinel_look(np.clip(img, 0, 1), rng)
+
+
+def sentinel_look(img: np.ndarray, rng: np.random.Generator, factor: int = 4) -> np.ndarray:
+    """What a Sentinel-2 tile looks like next to the painted ground truth: 4x coarser pixels (EuroSAT's 10 m
+    bands on a 64 px tile), haze and an atmospheric colour cast that change from tile to tile. The classes
+    that differ in fine structure (crops, pasture, herbaceous land) become confusable, as in real EuroSAT."""
+    S = img.shape[0]
+    small = Image.fromarray(to_uint8(img)).resize((max(1, S // factor),) * 2, Image.BOX)
+    img = np.asarray(small.resize((S, S), Image.BILINEAR), np.float32) / 255.0
+    haze = rng.uniform(0.0, 0.35)
+    img = img * (1 - haze) + haze * rng.uniform(0.6, 0.9)
+    img = img * rng.uniform(0.75, 1.15) + rng.uniform(-0.06, 0.06, 3).astype(np.float32)
+    return np.clip(img + rng.normal(0, 0.02, img.shape).astype(np.float32), 0, 1)
 
 
 def pet_image(S: int, animal: str, coat: str, rng: np.random.Generator) -> np.ndarray:

@@ -311,6 +311,12 @@ def runs_of_table(table: str, profile: str) -> dict[tuple[str, int], dict]:
     return runs
 
 
+
+def label_colours(k: int) -> ListedColormap:
+    """k distinct colours for label maps (tab20 then tab20b: 40 before any repeats; mini ADE has 21 classes)."""
+    colours = np.concatenate([plt.get_cmap("tab20").colors, plt.get_cmap("tab20b").colors])
+    return ListedColormap(colours[np.arange(max(k, 2)) % len(colours)])
+
 def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
     """Validation images: ground truth and each method's prediction (first seed); None without examples."""
     first_seed = min(s for _, s in runs)
@@ -319,7 +325,7 @@ def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
     if not shown:
         return None
     k = first[0]["num_classes"]
-    cmap = ListedColormap(plt.get_cmap("tab20")(np.arange(max(k, 2)) % 20))
+    cmap = label_colours(k)
     mean_t, std_t = torch.tensor(shown[0]["mean"]).view(3, 1, 1), torch.tensor(shown[0]["std"]).view(3, 1, 1)
     n = len(shown[0]["examples"])
     fig, axes = plt.subplots(n, 2 + len(shown), figsize=(2.2 * (2 + len(shown)), 2.2 * n), squeeze=False)
