@@ -385,7 +385,8 @@ def test_fault_injection(toy, in_process, tmp_path, monkeypatch):
     """Kill a papermill reproduce at random points (SIGINT, SIGKILL, SIGINT during --force), refuse a concurrent
     one, resume: the tables equal an uninterrupted run's; a changed data root or upstream param re-runs.
     The uninterrupted reference runs the same notebooks' cells in this process (seconds, not kernels)."""
-    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 4\nsleep: 0.6\n")  # the job: about 2.4 s
+    # the job: about 6 s, longer than the first random wait (3.4 s): a run killed "at a random point" is still running
+    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 4\nsleep: 1.5\n")
     driver = tmp_path / "driver.py"
     driver.write_text("import sys\nfrom pathlib import Path\n" + REGISTER + (
         "try:\n    runner.reproduce('paper', nb_dir=Path(sys.argv[1]), p_dir=Path(sys.argv[2]), render=False, "
