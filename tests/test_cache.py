@@ -421,8 +421,11 @@ def test_fault_injection(toy, in_process, tmp_path, monkeypatch):
     time.sleep(rng.uniform(0, 1.5))
     _stop(forced, signal.SIGINT)
     _assert_consistent(results)
-    assert _record(results, "t1_up")["status"] in ("running", "interrupted")
-    assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
+    # On a fast machine the forced t1_up can finish before the kill lands; the run must be consistent either way.
+    status = _record(results, "t1_up")["status"]
+    assert status in ("running", "interrupted", "ok")
+    if status != "ok":
+        assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
     _run(toy)
     _assert_consistent(results)
     _assert_same_tables(results, clean)
