@@ -1,15 +1,14 @@
 """Results you can trust (issue #10): a result's key covers what it depends on, --force recomputes, an
-interrupted run never leaves an "ok" record, and a run killed at random points resumes to the tables an
+interrupted run never leaves an "ok" record, and a run killed at any named point resumes to the tables an
 uninterrupted run gives.
 
 Most notebook-level tests run a toy pipeline (t1_up runs the `example` job and writes table toy_up; t2_down
 reads it and writes toy_down) with its cells executed in this process in place of papermill (seconds);
-test_fault_injection runs the same toy notebooks with papermill in a subprocess and kills it.
+test_fault_injection runs the same toy notebooks with papermill in a subprocess that stops itself at a fault
+point (vlpt_lib/utils/faults.py).
 """
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
 import time
@@ -22,24 +21,23 @@ import pytest
 
 from vlpt_lib.__main__ import main
 from vlpt_lib.jobs import example, launch, pretrain
+from vlpt_lib.training import checkpoint
 from vlpt_lib.utils import fingerprint as fp
-from vlpt_lib.utils.lock import Busy
+from vlpt_lib.utils.faults import FAULT_ENV
 from vlpt_lib.workbook import mvp, runner, tables
 from vlpt_lib.workbook.paths import REPO_ROOT
 
 CFG = {"n": 32, "dim": 4, "batch_size": 8, "epochs": 2, "lr": 0.05, "seed": 0, "device": "cpu"}
 PROFILE = "paper"  # the toy reads $VLPT_DATA_ROOT as the paper profile does
-PAPERMILL = pm.execute_notebook
 
-UP_PARAMS = 'profile = "smoke"\nepochs = 2\ndata_root = None\nsleep = 0.0'
+UP_PARAMS = 'profile = "smoke"\nepochs = 2\ndata_root = None'
 UP_BODY = """import os
 from pathlib import Path
 from vlpt_lib.jobs.launch import run_job
 from vlpt_lib.workbook import paths, tables
 root = Path(data_root or os.environ["VLPT_DATA_ROOT"])
 scale = float((root / "scale.txt").read_text())
-cfg = {"n": 32, "dim": 4, "batch_size": 8, "epochs": epochs, "lr": 0.05 * scale, "seed": 0, "device": "cpu",
-       "sleep_per_epoch": sleep}
+cfg = {"n": 32, "dim": 4, "batch_size": 8, "epochs": epochs, "lr": 0.05 * scale, "seed": 0, "device": "cpu"}
 r = run_job("example", cfg, paths.runs_dir(profile))
 tables.save_table("toy_up", [{"method": "example", "dataset": "toy", "split": "all", "seed": 0, "metric": "bias",
                               "value": r["bias"], "run_id": r["run_id"]}], profile)"""
@@ -326,41 +324,26 @@ def test_cli_status_runs_nothing_and_help_says_what_force_recomputes(results_roo
 
 
 # ----------------------------------------------------------------------------- fault injection (papermill)
-def _start(toy, results: Path, driver: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "VLPT_RESULTS_ROOT": str(results)}
-    proc = subprocess.Popen([sys.executable, str(driver), str(toy[0]), str(toy[1]), *args], cwd=REPO_ROOT,
-                            env=env, start_new_session=True)
-    owner = results / PROFILE / ".reproduce.lock.owner"
-    deadline = time.time() + 120
-    while not (owner.exists() and str(proc.pid) in owner.read_text()) and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it took the results folder"
-        time.sleep(0.05)
-    return proc
+DRIVER = REGISTER + """import sys
+from pathlib import Path
+try:
+    runner.reproduce("paper", nb_dir=Path(sys.argv[1]), p_dir=Path(sys.argv[2]), render=False,
+                     force="--force" in sys.argv)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+EXIT = {"SIGINT": 130, "SIGKILL": -9}  # the driver's exit: Ctrl-C handled, or killed outright
+NOT_OK = {"SIGINT": "interrupted", "SIGKILL": "running"}  # what the killed notebook's record says
 
 
-def _stop(proc: subprocess.Popen, sig: int) -> None:
-    """SIGINT: Ctrl-C (the whole process group, kernel included); SIGKILL: the runner alone (its kernel
-    notices its parent is gone and exits). Waits until every process of the run is gone."""
-    try:
-        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:  # not there (yet, or any more)
-        return 0.0
+def _killed_run(toy, results: Path, tmp_path: Path, fault: str, *args: str) -> None:
+    """A papermill reproduce of the toy pipeline that stops itself at `fault` ($VLPT_FAULT)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "VLPT_RESULTS_ROOT": str(results), FAULT_ENV: fault}
+    proc = subprocess.run([sys.executable, str(driver), str(toy[0]), str(toy[1]), *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT[fault.rpartition(":")[2]], proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def _assert_consistent(results: Path) -> None:
@@ -376,62 +359,74 @@ def _assert_consistent(results: Path) -> None:
             assert not (executed / f"{name}.ipynb").exists(), f"{name}: an unfinished run's notebook is shown"
 
 
-def _assert_same_tables(results: Path, clean: dict[str, pd.DataFrame]) -> None:
-    for name, df in _tables(results).items():
-        pd.testing.assert_frame_equal(df, clean[name], check_exact=False, rtol=1e-5)
+def _statuses(results: Path) -> dict[str, str]:
+    executed = results / PROFILE / "notebooks"
+    return {p.name[:-len(".run.json")]: json.loads(p.read_text())["status"] for p in executed.glob("*.run.json")}
 
 
-def test_fault_injection(toy, in_process, tmp_path, monkeypatch):
-    """Kill a papermill reproduce at random points (SIGINT, SIGKILL, SIGINT during --force), refuse a concurrent
-    one, resume: the tables equal an uninterrupted run's; a changed data root or upstream param re-runs.
-    The uninterrupted reference runs the same notebooks' cells in this process (seconds, not kernels)."""
-    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 4\nsleep: 0.6\n")  # the job: about 2.4 s
-    driver = tmp_path / "driver.py"
-    driver.write_text("import sys\nfrom pathlib import Path\n" + REGISTER + (
-        "try:\n    runner.reproduce('paper', nb_dir=Path(sys.argv[1]), p_dir=Path(sys.argv[2]), render=False, "
-        "force='--force' in sys.argv)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n"))
-    rng = random.Random(10)
+@pytest.fixture
+def clean(toy, in_process, tmp_path, monkeypatch):
+    """The tables of an uninterrupted run (in this process), then papermill and its kernels from here on."""
     monkeypatch.setenv("VLPT_RESULTS_ROOT", str(tmp_path / "clean"))
+    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 4\n")
     assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
-    clean = _tables(tmp_path / "clean")
-    monkeypatch.setattr(runner.pm, "execute_notebook", PAPERMILL)  # from here on: papermill and its kernels
+    tables_ = _tables(tmp_path / "clean")
+    monkeypatch.setenv("VLPT_RESULTS_ROOT", str(tmp_path / "killed"))
+    return tables_
 
+
+# (fault point, the job's epochs done when killed: None = the job never started, 4 = its result was written)
+KILL_POINTS = [("record-running@1", None), ("checkpoint@2", 2), ("table@1", 4)]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("point,epochs_done", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
+def test_fault_injection(toy, clean, tmp_path, point, epochs_done, sig):
+    """Killed at a named point, the run leaves t1_up's record not "ok" and no executed copy of it; run again,
+    the job resumes from the checkpoint it left (or is served whole), and the tables equal an uninterrupted
+    run's, to the bit."""
     results = tmp_path / "killed"
-    monkeypatch.setenv("VLPT_RESULTS_ROOT", str(results))
-    first = _start(toy, results, driver)
-    with pytest.raises(Busy, match=f"results/{PROFILE} is in use by process {first.pid}"):
-        _run(toy)  # a second writer of the same results folder is refused, naming the first
-    # random kill points within the job's 2.4 s: on a fast machine a later one can find the whole run finished
-    time.sleep(rng.uniform(0, 2))
-    _stop(first, signal.SIGINT)
+    _killed_run(toy, results, tmp_path, f"{point}:{sig}")
     _assert_consistent(results)
-    second = _start(toy, results, driver)
-    time.sleep(rng.uniform(0, 2))
-    _stop(second, signal.SIGKILL)
-    _assert_consistent(results)
-    _run(toy)  # resumes: what was not finished runs, the job from its checkpoint
-    _assert_same_tables(results, clean)
-    run_dir = Path(_record(results, "t1_up")["runs"][0]["run_dir"])
+    assert _statuses(results) == {"t1_up": NOT_OK[sig]}
+    run_dir = launch.run_dir_for("example", {**CFG, "epochs": 4}, results / PROFILE / "runs")
+    state = checkpoint.load(run_dir)
+    assert (state["epoch"] + 1 if state else None) == epochs_done
+    finished = (run_dir / "result.json").read_bytes() if epochs_done == 4 else None
 
-    forced = _start(toy, results, driver, "--force")
-    start = time.time()
-    while _mtime(run_dir / "config.json") < start:  # until --force restarts the job (its result was older)
-        assert time.time() < start + 60, "--force did not recompute the job"
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0, 1.5))
-    _stop(forced, signal.SIGINT)
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    result = json.loads((run_dir / "result.json").read_text())
+    if finished is None:
+        assert result["resumed_from_epoch"] == (epochs_done or 0)
+    else:
+        assert (run_dir / "result.json").read_bytes() == finished  # served, not run again
     _assert_consistent(results)
-    # On a fast machine the forced t1_up can finish before the kill lands; the run must be consistent either way.
-    status = _record(results, "t1_up")["status"]
-    assert status in ("running", "interrupted", "ok")
-    if status != "ok":
-        assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
-    _run(toy)
-    _assert_consistent(results)
-    _assert_same_tables(results, clean)
+    for name, df in _tables(results).items():
+        pd.testing.assert_frame_equal(df, clean[name])
 
-    monkeypatch.setenv("VLPT_DATA_ROOT", str(toy[3]))
-    assert _reasons(toy) == {"t1_up": "data root changed", "t2_down": "upstream t1_up would run"}
-    monkeypatch.setenv("VLPT_DATA_ROOT", str(toy[2]))
-    (toy[1] / PROFILE / "t1_up.yaml").write_text("epochs: 5\nsleep: 0.6\n")
-    assert _reasons(toy) == {"t1_up": "params changed", "t2_down": "upstream t1_up would run"}
+
+def test_fault_in_the_second_notebook_keeps_the_first(toy, clean, tmp_path):
+    results = tmp_path / "killed"
+    _killed_run(toy, results, tmp_path, "record-running@2:SIGKILL")
+    _assert_consistent(results)
+    assert _statuses(results) == {"t1_up": "ok", "t2_down": "running"}
+    assert _run(toy) == [("t1_up", "cached"), ("t2_down", "ran")]
+    for name, df in _tables(results).items():
+        pd.testing.assert_frame_equal(df, clean[name])
+
+
+def test_fault_during_force_recomputes_from_the_new_checkpoint(toy, clean, tmp_path):
+    """Ctrl-C during --force right after the recomputed job's first checkpoint: its old result is gone, the
+    downstream notebook would run, and the next run resumes the new job after epoch 1."""
+    results = tmp_path / "killed"
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    _killed_run(toy, results, tmp_path, "checkpoint@1:SIGINT", "--force")
+    _assert_consistent(results)
+    assert _statuses(results) == {"t1_up": "interrupted", "t2_down": "ok"}
+    assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
+    run_dir = launch.run_dir_for("example", {**CFG, "epochs": 4}, results / PROFILE / "runs")
+    assert checkpoint.load(run_dir)["epoch"] == 0 and not (run_dir / "result.json").exists()
+    assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
+    assert json.loads((run_dir / "result.json").read_text())["resumed_from_epoch"] == 1
+    for name, df in _tables(results).items():
+        pd.testing.assert_frame_equal(df, clean[name])

@@ -12,7 +12,6 @@ from vlpt_lib.models.mvp import MVPStudent
 from vlpt_lib.models.segmentation import BeitUperNet, layer_decay_param_groups
 from vlpt_lib.training import checkpoint, optim
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +104,6 @@ def test_pretrain_resume_matches_uninterrupted(tmp_path, smoke_clip, monkeypatch
     full = pretrain.run(_pre_cfg(smoke_clip, "pixel", 2), tmp_path / "full")
     resumed = _interrupted_then_resumed(monkeypatch, pretrain.run, _pre_cfg(smoke_clip, "pixel", 2), tmp_path / "part")
     assert resumed["loss_kind"] == "mse"
-    # epoch 1 identical; the resumed run continues from the checkpoint (same epoch count and steps)
-    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-4)
     assert resumed["steps"] == full["steps"] and len(resumed["history"]) == 2
     # and exactly the same run: same data order, masks, losses and final weights
     assert _without_time(resumed["history"]) == _without_time(full["history"])

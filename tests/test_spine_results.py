@@ -47,7 +47,7 @@ def test_reference_base2new_average_follows_the_papers_rule():
     ref = results.load_reference("cocoop_base2new").set_index(["method", "dataset", "split"])["value"]
     for method in ("CLIP", "CoOp", "CoCoOp"):
         b, n, h = (ref[(method, "Average", s)] for s in ("base", "new", "base2new"))
-        assert 2 * b * n / (b + n) == pytest.approx(h, abs=0.02)
+        assert 2 * b * n / (b + n) == pytest.approx(h, abs=0.02)  # 2 printed decimals of b, n and h
 
 
 def test_compare_shows_paper_rows_before_any_run(results_root):

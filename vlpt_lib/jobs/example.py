@@ -7,8 +7,6 @@ torchrun with a single process and a resumed run with an uninterrupted one.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch.utils.data import TensorDataset
@@ -27,7 +25,6 @@ class Config(BaseModel):
     batch_size: int = 16          # global batch, split over DDP ranks
     epochs: int = 3
     lr: float = 0.1
-    sleep_per_epoch: float = 0.0  # lets the resume test kill it mid-run
     tag: str = ""                 # a label: changes the run's key, nothing else
 
 
@@ -50,7 +47,6 @@ def run(cfg: dict, run_dir) -> dict:
 
     def step_fn(m, batch):
         x, y = batch
-        time.sleep(cfg.sleep_per_epoch / max(1, cfg.n // cfg.batch_size))
         return torch.nn.functional.mse_loss(m(x), y)
 
     history = loop.train(model, data, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..utils import distributed
+from ..utils.faults import fault_point
 from ..utils.io import atomic_write
 
 
@@ -20,7 +21,9 @@ def save(run_dir: str | Path, state: dict, name: str = "last.pt") -> Path | None
         return None
     buf = io.BytesIO()
     torch.save(state, buf)
-    return atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
+    fault_point("checkpoint")
+    return path
 
 
 def load(run_dir: str | Path, name: str = "last.pt", map_location="cpu") -> dict | None:

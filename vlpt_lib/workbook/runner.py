@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ..jobs.launch import RECOMPUTE_BEFORE_ENV, RUN_LOG_ENV, result_digest
 from ..jobs.launch import stale_reason as job_stale_reason
+from ..utils.faults import RUNNER_PID_ENV, fault_point
 from ..utils.fingerprint import code_hash
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
@@ -299,11 +300,12 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
     base = {"key": run_key(parts), "parts": parts, "params": params, "execution": uuid.uuid4().hex[:12]}
     # "running" until everything the record vouches for is written: a killed run never leaves an "ok" behind
     _write_record(record, {**base, "status": "running", "pid": os.getpid(), "started": _now()})
-    out.unlink(missing_ok=True)  # the old executed copy describes a run whose results are being replaced
     start = time.time()
     status, message = "ok", ""
     try:
-        with _environ({RUN_LOG_ENV: str(run_log)}):
+        out.unlink(missing_ok=True)  # the old executed copy describes a run whose results are being replaced
+        fault_point("record-running")
+        with _environ({RUN_LOG_ENV: str(run_log), RUNNER_PID_ENV: str(os.getpid())}):
             pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name="python3",
                                 cwd=str(src.parent), progress_bar=False, log_output=False,
                                 # quiet kernel logs: no "KeyboardInterrupt caught in kernel" at each shutdown

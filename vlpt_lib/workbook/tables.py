@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..utils.faults import fault_point
 from ..utils.io import atomic_write
 from . import paths
 
@@ -92,7 +93,9 @@ def save_table(table: str, rows: Iterable[Mapping], profile: str) -> Path:
     df = to_frame(rows, profile=profile, table=table)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
-    return atomic_write(tables_dir(profile) / f"{table}.csv", buf.getvalue())
+    path = atomic_write(tables_dir(profile) / f"{table}.csv", buf.getvalue())
+    fault_point("table")
+    return path
 
 
 def load_table(table: str, profile: str) -> pd.DataFrame:
