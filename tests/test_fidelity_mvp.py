@@ -1,9 +1,9 @@
 """Issue #8, MVP points 6-10 and the recipe card: the jobs' recipes equal the official BEiT code.
 
-Every expected value is computed here from the reference's own rule, written out below with its
-source (microsoft/unilm, beit/ and beit2/), never by calling the project's function. The jobs run
-for a few steps on tiny synthetic data; what they actually used (optimizer groups, per-step lrs,
-history, rows) is captured and compared with the rule.
+Every expected value is computed here from the reference's own rule, written out below (or, when another
+test file needs it too, in tests/references.py) with its source (microsoft/unilm, beit/ and beit2/), never by
+calling the project's function. The jobs run for a few steps on tiny synthetic data; what they actually used
+(optimizer groups, per-step lrs, history, rows) is captured and compared with the rule.
 """
 import math
 from pathlib import Path
@@ -15,6 +15,7 @@ import yaml
 from torchvision.transforms import v2
 
 from numerics import EPS64
+from references import beit_cosine_scheduler, mmseg_layer_decay_groups
 from vlpt_lib.jobs import finetune, pretrain, segment
 from vlpt_lib.models.mvp import MVPStudent
 from vlpt_lib.training import optim
@@ -24,22 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ----- the reference rules, written out ----------------------------------------------------------
-def beit_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
-    """unilm beit/utils.py (and beit2/utils.py) cosine_scheduler. Pre-training and fine-tuning call it as
-    cosine_scheduler(args.lr, args.min_lr, args.epochs, num_training_steps_per_epoch,
-    warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps): start_warmup_value keeps its 0."""
-    warmup_schedule = np.array([])
-    warmup_iters = warmup_epochs * niter_per_ep
-    if warmup_epochs > 0:
-        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-    iters = np.arange(epochs * niter_per_ep - warmup_iters)
-    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / len(iters)))
-                         for i in iters])
-    schedule = np.concatenate((warmup_schedule, schedule))
-    assert len(schedule) == epochs * niter_per_ep
-    return schedule
-
-
 def beit_get_num_layer_for_vit(var_name, num_max_layer):
     """unilm beit/optim_factory.py get_num_layer_for_vit (fine-tuning; beit2 has the same)."""
     if var_name in ("cls_token", "mask_token", "pos_embed"):
@@ -67,32 +52,6 @@ def beit_get_parameter_groups(named_params, weight_decay, skip_list, get_num_lay
             layer_id = get_num_layer(name)
             scale = get_layer_scale(layer_id) if get_layer_scale is not None else 1.
         out[name] = (this_weight_decay, scale)
-    return out
-
-
-def mmseg_get_num_layer_for_vit(var_name, num_max_layer):
-    """unilm beit/semantic_segmentation/mmcv_custom/layer_decay_optimizer_constructor.py get_num_layer_for_vit."""
-    if var_name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
-        return 0
-    elif var_name.startswith("backbone.patch_embed"):
-        return 0
-    elif var_name.startswith("backbone.blocks"):
-        return int(var_name.split('.')[2]) + 1
-    else:
-        return num_max_layer - 1
-
-
-def mmseg_layer_decay_groups(named_params, weight_decay, paramwise_num_layers, layer_decay_rate):
-    """LayerDecayOptimizerConstructor.add_params (same file): {name: (weight decay, lr scale)}."""
-    num_layers = paramwise_num_layers + 2
-    out = {}
-    for name, param in named_params:
-        if len(param.shape) == 1 or name.endswith(".bias") or name in ('pos_embed', 'cls_token'):
-            this_weight_decay = 0.
-        else:
-            this_weight_decay = weight_decay
-        layer_id = mmseg_get_num_layer_for_vit(name, num_layers)
-        out[name] = (this_weight_decay, layer_decay_rate ** (num_layers - layer_id - 1))
     return out
 
 
@@ -196,7 +155,8 @@ def finetuned_run(tmp_path_factory):
 # ----- 6: segmentation layer decay ---------------------------------------------------------------------
 def test_segment_layer_decay_is_beits_mmseg_constructor(tmp_path, monkeypatch):
     """12 blocks -> num_layers 14: ids 0 (embeddings), i + 1 (block i), 13 (pyramid, decoder, heads), scale
-    0.65 ** (13 - id), on the model exactly as the job builds it (final norm and head pruned)."""
+    0.65 ** (13 - id), on the model exactly as the job builds it (final norm and head pruned): what the job's
+    optimizer holds. (models.segmentation.layer_decay_param_groups on its own: tests/test_mvp_models.py.)"""
     cfg = dict(seed=0, threads=2, eval_every=0, examples=0,
                init=dict(checkpoint=None, model_name="beit_base_patch16_224", kwargs=dict(TINY_BEIT, depth=12)),
                data=dict(kind="synthetic", n=2, n_val=1, num_classes=3, crop=32, img_scale=[64, 32], size=32,
@@ -333,8 +293,9 @@ def test_pretrain_weight_decay_is_beits(pretrained_run):
     beit_params = [(to_beit[n], p) for n, p in student.named_parameters()]
     expected = beit_get_parameter_groups(beit_params, 0.05, {"pos_embed", "cls_token"})
     got = spy.per_param(student)
+    assert len(spy.opt().param_groups) == 2  # get_parameter_groups without layer ids: "decay" and "no_decay"
     for name, beit_name in to_beit.items():
-        assert got[name][0] == expected[beit_name][0], name
+        assert got[name][:2] == expected[beit_name], name  # weight decay, and lr scale 1
     assert got["mask_token"][0] == 0.05 and got["encoder.rel_pos_bias.relative_position_bias_table"][0] == 0.05
     assert got["encoder.cls_token"][0] == 0.0
 

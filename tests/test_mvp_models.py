@@ -1,4 +1,5 @@
-"""MVP pieces: block masking invariants, student/export into timm, CLIP teacher targets, mIoU, UperNet."""
+"""MVP pieces: block masking invariants, student/export into timm, CLIP teacher targets, mIoU, UperNet and its
+layer-decay groups."""
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import timm
 import torch
 
 from numerics import assert_close_fp32
+from references import mmseg_layer_decay_groups
 
 from vlpt_lib.utils.metrics import MeanIoU, intersect_and_union, mean_iou, reduce_zero_label
 from vlpt_lib.models.masking import BlockMaskGenerator
@@ -202,8 +204,7 @@ def test_reduce_zero_label():
 
 # ----- segmentation model --------------------------------------------------------------------------
 def test_upernet_on_beit_shapes_and_sliding_window():
-    from vlpt_lib.models.segmentation import (BeitUperNet, layer_decay_param_groups, pyramid_block_indices,
-                                              seg_loss, slide_inference)
+    from vlpt_lib.models.segmentation import BeitUperNet, pyramid_block_indices, seg_loss, slide_inference
 
     assert pyramid_block_indices(12) == [3, 5, 7, 11]
     assert pyramid_block_indices(4) == [0, 1, 2, 3]
@@ -217,10 +218,29 @@ def test_upernet_on_beit_shapes_and_sliding_window():
     assert out["out"].shape == (2, 5, 32, 32) and out["aux"].shape == (2, 5, 32, 32)
     loss = seg_loss(out, torch.randint(0, 5, (2, 32, 32)))
     loss.backward()
+    model.eval()
+    logits = slide_inference(model, torch.randn(1, 3, 40, 56), 5, crop=32, stride=16)
+    assert logits.shape == (1, 5, 40, 56)
+
+
+def test_layer_decay_groups_are_beits_mmseg_constructor():
+    """layer_decay_param_groups = BEiT's LayerDecayOptimizerConstructor (tests/references.py) with paramwise
+    num_layers = the backbone's depth: 4 blocks -> num_layers 6, lr scales 0.65 ** 5 (embeddings) .. 1 (decoder,
+    heads). What the segment job's optimizer holds on BEiT-base's 12 blocks: tests/test_fidelity_mvp.py."""
+    from vlpt_lib.models.segmentation import BeitUperNet, layer_decay_param_groups
+
+    backbone = timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                 embed_dim=32, depth=4, num_heads=2, num_classes=0)
+    model = BeitUperNet(backbone, num_classes=5, decoder_channels=16, aux_channels=8)
     groups = layer_decay_param_groups(model, 0.05, 0.65)
     n = sum(len(g["params"]) for g in groups)
     assert n == len([p for p in model.parameters() if p.requires_grad])
     assert min(g["lr_scale"] for g in groups) == pytest.approx(0.65 ** 5)
-    model.eval()
-    logits = slide_inference(model, torch.randn(1, 3, 40, 56), 5, crop=32, stride=16)
-    assert logits.shape == (1, 5, 40, 56)
+    names = {id(p): name for name, p in model.named_parameters()}
+    got = {names[id(p)]: (g["weight_decay"], g["lr_scale"]) for g in groups for p in g["params"]}
+    expected = mmseg_layer_decay_groups(model.named_parameters(), 0.05, paramwise_num_layers=4,
+                                        layer_decay_rate=0.65)
+    assert len(got) == n and got.keys() == expected.keys()
+    for name, (wd, scale) in expected.items():
+        assert got[name][0] == wd, name
+        assert got[name][1] == pytest.approx(scale, rel=1e-12), name

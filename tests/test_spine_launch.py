@@ -1,9 +1,13 @@
-"""The engine's launch contract on the smallest job (vlpt_lib.jobs.example.py)."""
+"""The engine's launch contract on the smallest job (vlpt_lib.jobs.example.py); every job's Config refuses
+an unknown key by name."""
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
+import pydantic
 import pytest
 
 from numerics import assert_close_fp32
@@ -66,6 +70,29 @@ def runs(tmp_path):
     return tmp_path / "runs"
 
 
-def test_unknown_config_key_is_refused(runs):
-    with pytest.raises(ValueError, match="epohcs"):
-        launch.run_job("example", {**CFG, "epohcs": 3}, runs)
+# A typo at the top level or inside a block of every job module's Config: (job, cfg, the key as named).
+TYPOS = [("example", {**CFG, "epohcs": 3}, "epohcs"),
+         ("prompt", {"data_root": ".", "epoch": 3}, "epoch"),
+         ("prompt", {"data_root": ".", "clip": {"model": "ViT-B-16"}}, "clip.model"),
+         ("clip_train", {"world_root": ".", "epoch": 3}, "epoch"),
+         ("pretrain", {"optim": {"warmup_epoch": 1}}, "optim.warmup_epoch"),
+         ("finetune", {"aug": {"mix_up": 0.5}}, "aug.mix_up"),
+         ("segment", {"eval_evry": 2}, "eval_evry")]
+
+
+def test_every_job_module_is_listed():
+    jobs = {p.stem for p in (REPO_ROOT / "vlpt_lib" / "jobs").glob("*.py")} - {"__init__", "launch"}
+    assert {job for job, _, _ in TYPOS} == jobs
+
+
+@pytest.mark.parametrize("job,cfg,key", TYPOS, ids=[f"{job}-{key}" for job, _, key in TYPOS])
+def test_unknown_config_key_is_refused_by_name(job, cfg, key, runs, tmp_path):
+    """A job's Config refuses a key it does not have and names it, before anything runs or is written: through
+    run_job and through the job module's own run (what torchrun and SLURM start)."""
+    refused = rf"(?m)^{re.escape(key)}\n\s+Extra inputs are not permitted"
+    with pytest.raises(pydantic.ValidationError, match=refused):
+        launch.run_job(job, cfg, runs)
+    assert not runs.exists()
+    with pytest.raises(pydantic.ValidationError, match=refused):
+        importlib.import_module(f"vlpt_lib.jobs.{job}").run(cfg, tmp_path / "direct")
+    assert not (tmp_path / "direct").exists()

@@ -1,18 +1,23 @@
-"""The shared training pieces: exact DDP evaluation, the epoch sampler, the schedule factory, the layers."""
+"""The shared training pieces: exact DDP evaluation, the epoch sampler, the optimizer and schedule factories
+(training/optim.py: Dassl's and BEiT's schedules, timm's cosine and poly, the weight-decay rule), the layers."""
 import ast
-import math
 import os
 import socket
 import subprocess
 import sys
 
 import pytest
+import timm
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from torch.utils.data import TensorDataset
 
 from numerics import EPS64, assert_close_fp32
+from references import beit_cosine_scheduler, dassl_epoch_lrs
+from vlpt_lib.models.mvp import beit_finetune_param_groups
+from vlpt_lib.models.segmentation import BeitUperNet, layer_decay_param_groups
 from vlpt_lib.training import evaluate, loop, optim
 from vlpt_lib.workbook.paths import REPO_ROOT
 
@@ -96,28 +101,9 @@ def test_uneven_global_batch_is_refused_not_rounded(monkeypatch):
         loop.per_rank_batch(32)
 
 
-def _dassl_reference(lr, max_epoch, warmup_epoch, cons_lr):
-    """Dassl.pytorch dassl/optim/lr_scheduler.py, written out: build_lr_scheduler makes
-    CosineAnnealingLR(optimizer, T_max=MAX_EPOCH) and wraps it in ConstantWarmupScheduler(successor,
-    WARMUP_EPOCH, WARMUP_CONS_LR); WARMUP_RECOUNT=True (dassl/config/defaults.py) leaves the successor's
-    last_epoch at 0. The trainer calls sched.step() after the last batch of each epoch, and
-    _BaseWarmupScheduler.step() steps the successor only once last_epoch >= warmup_epoch."""
-    import math
-    lrs, last_epoch, successor_epoch = [], 0, 0
-    for _ in range(max_epoch):
-        if last_epoch < warmup_epoch:
-            lrs.append(cons_lr)                                   # ConstantWarmupScheduler.get_lr
-        else:
-            lrs.append(0.5 * lr * (1 + math.cos(math.pi * successor_epoch / max_epoch)))  # CosineAnnealingLR
-        last_epoch += 1
-        if last_epoch > warmup_epoch:  # step() at the end of an epoch already past the warm-up moves the cosine
-            successor_epoch += 1
-    return lrs
-
-
 def test_dassl_reference_rule_gives_the_published_sequence():
     # CoCoOp (vit_b16_c4_ep10_batch1_ctxv1): lr 0.002, 10 epochs, 1 constant warm-up epoch at 1e-5
-    assert _dassl_reference(0.002, 10, 1, 1e-5) == pytest.approx(
+    assert dassl_epoch_lrs(0.002, 10, 1, 1e-5) == pytest.approx(
         [1e-05, 0.002, 0.0019510565, 0.0018090170, 0.0015877853, 0.0013090170, 0.001, 0.0006909830,
          0.0004122147, 0.0001909830], abs=0.5e-10)  # the list's 10 decimals
 
@@ -128,35 +114,20 @@ def test_dassl_cosine_equals_dassl(epochs):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     sched = optim.create_scheduler(opt, "dassl_cosine", steps_per_epoch=steps, epochs=epochs, warmup_epochs=warmup,
                                    warmup_lr=warmup_lr, lr=lr)
-    expected = _dassl_reference(lr, epochs, warmup, warmup_lr)
+    expected = dassl_epoch_lrs(lr, epochs, warmup, warmup_lr)
     for step in range(epochs * steps):
         sched.step_update(step)
+        got = opt.param_groups[0]["lr"]
+        if step // steps < warmup:
+            assert got == warmup_lr  # the constant warm-up lr, as given
         # float64 formulas in another arrangement: a few eps64 of the peak lr (tests/numerics.py)
-        assert opt.param_groups[0]["lr"] == pytest.approx(expected[step // steps], rel=0, abs=16 * EPS64 * lr)
-
-
-def _beit_reference(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0.0,
-                    warmup_steps=-1):
-    """unilm beit/utils.py cosine_scheduler, written out (beit2 has the same function)."""
-    import numpy as np
-    warmup_schedule = np.array([])
-    warmup_iters = warmup_epochs * niter_per_ep
-    if warmup_steps > 0:
-        warmup_iters = warmup_steps
-    if warmup_epochs > 0:
-        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-    iters = np.arange(epochs * niter_per_ep - warmup_iters)
-    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
-                         for i in iters])
-    schedule = np.concatenate((warmup_schedule, schedule))
-    assert len(schedule) == epochs * niter_per_ep
-    return schedule
+        assert got == pytest.approx(expected[step // steps], rel=0, abs=16 * EPS64 * lr)
 
 
 @pytest.mark.parametrize("warmup_epochs,start", [(2, 0.0), (1, 1e-6), (0, 0.0)])
 def test_beit_cosine_equals_beits_cosine_scheduler(warmup_epochs, start):
     lr, min_lr, epochs, niter = 5e-4, 1e-6, 6, 7
-    expected = _beit_reference(lr, min_lr, epochs, niter, warmup_epochs, start)
+    expected = beit_cosine_scheduler(lr, min_lr, epochs, niter, warmup_epochs, start)
     opt = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}], lr=lr)
     sched = optim.create_scheduler(opt, "beit_cosine", steps_per_epoch=niter, epochs=epochs,
                                    warmup_epochs=warmup_epochs, warmup_lr=start, min_lr=min_lr)
@@ -175,9 +146,52 @@ def test_weight_decay_rule_skips_biases_norms_and_no_weight_decay():
             return {"token"}
 
     net = Net()
-    opt = optim.create_optimizer(net, opt="adamw", lr=1e-3, weight_decay=0.05)
+    opt = optim.create_optimizer(net, opt="adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.98))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net.fc.weight)}
+    assert all(g["betas"] == (0.9, 0.98) and g["lr"] == 1e-3 for g in opt.param_groups)
+
+
+def _canon(groups):
+    return sorted((sorted(id(p) for p in g["params"]), g["weight_decay"], round(g.get("lr_scale", 1.0), 12))
+                  for g in groups)
+
+
+def test_explicit_groups_pass_through_the_optimizer_factory():
+    """finetune and segment build BEiT's groups themselves: create_optimizer keeps each group's weight
+    decay and lr scale as given."""
+    model = timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                              depth=3, num_heads=2, num_classes=5, global_pool="avg")
+    groups = beit_finetune_param_groups(model, 0.05, 0.65)
+    opt = optim.create_optimizer(groups, opt="adamw", lr=1e-3, weight_decay=0.05)
+    assert _canon(opt.param_groups) == _canon(beit_finetune_param_groups(model, 0.05, 0.65))
+    seg = BeitUperNet(timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                        embed_dim=32, depth=4, num_heads=2, num_classes=0), 5, 16, 8)
+    groups = layer_decay_param_groups(seg, 0.05, 0.65)
+    opt = optim.create_optimizer(groups, opt="adamw", lr=1e-3, weight_decay=0.05)
+    assert _canon(opt.param_groups) == _canon(layer_decay_param_groups(seg, 0.05, 0.65))
+
+
+def test_schedules_match_the_old_per_iteration_settings():
+    """create_scheduler("cosine"/"poly") gives the lr sequence of the pre-redesign make_scheduler."""
+    def lrs(sched, opt, n):
+        out = []
+        for step in range(n):
+            sched.step_update(step)
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    spe, p = 7, torch.nn.Parameter(torch.zeros(1))
+    for kind, new_kw, total, warm, extra in (
+            ("cosine", dict(epochs=3, warmup_epochs=1), 3 * spe, spe, {}),
+            ("poly", dict(total_steps=20, warmup_steps=4, power=1.0), 20, 4, dict(power=1.0))):
+        opt_a, opt_b = torch.optim.AdamW([p], lr=1e-3), torch.optim.AdamW([p], lr=1e-3)
+        common = dict(t_initial=total, warmup_t=min(warm, total - 1), warmup_lr_init=1e-6, lr_min=1e-5,
+                      t_in_epochs=False, warmup_prefix=False)
+        old = (PolyLRScheduler(opt_a, **extra, **common) if kind == "poly" else CosineLRScheduler(opt_a, **common))
+        new = optim.create_scheduler(opt_b, kind, steps_per_epoch=spe, warmup_lr=1e-6, min_lr=1e-5,
+                                     warmup_prefix=False, **new_kw)
+        assert lrs(new, opt_b, total) == lrs(old, opt_a, total)
 
 
 def test_layers_import_one_way():

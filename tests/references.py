@@ -1,0 +1,76 @@
+"""Official reference rules that more than one test file compares the project with, written out once.
+
+Plain functions, each written as in the official code named in its docstring; a test computes its expected
+values with them, never by calling the project's function under test. A rule only one test file needs stays
+in that file.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def dassl_epoch_lrs(lr, max_epoch, warmup_epoch, cons_lr):
+    """The lr of every epoch under Dassl.pytorch dassl/optim/lr_scheduler.py, written out: build_lr_scheduler
+    makes CosineAnnealingLR(optimizer, T_max=MAX_EPOCH) (eta_min 0) and wraps it in
+    ConstantWarmupScheduler(successor, WARMUP_EPOCH, WARMUP_CONS_LR); WARMUP_RECOUNT=True
+    (dassl/config/defaults.py) leaves the successor's last_epoch at 0. The trainer calls sched.step() after the
+    last batch of each epoch (TrainerX.run_epoch -> update_lr), and _BaseWarmupScheduler.step() steps the
+    successor only once last_epoch >= warmup_epoch."""
+    lrs, last_epoch, successor_epoch = [], 0, 0
+    for _ in range(max_epoch):
+        if last_epoch < warmup_epoch:
+            lrs.append(cons_lr)                                   # ConstantWarmupScheduler.get_lr
+        else:
+            lrs.append(0.5 * lr * (1 + math.cos(math.pi * successor_epoch / max_epoch)))  # CosineAnnealingLR
+        last_epoch += 1
+        if last_epoch > warmup_epoch:  # step() at the end of an epoch already past the warm-up moves the cosine
+            successor_epoch += 1
+    return lrs
+
+
+def beit_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0,
+                          warmup_steps=-1):
+    """unilm beit/utils.py cosine_scheduler (beit2/utils.py has the same function), written out. Pre-training
+    and fine-tuning call it as cosine_scheduler(args.lr, args.min_lr, args.epochs, num_training_steps_per_epoch,
+    warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps): start_warmup_value keeps its 0."""
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_steps > 0:
+        warmup_iters = warmup_steps
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
+                         for i in iters])
+    schedule = np.concatenate((warmup_schedule, schedule))
+    assert len(schedule) == epochs * niter_per_ep
+    return schedule
+
+
+def mmseg_get_num_layer_for_vit(var_name, num_max_layer):
+    """unilm beit/semantic_segmentation/mmcv_custom/layer_decay_optimizer_constructor.py get_num_layer_for_vit."""
+    if var_name in ("backbone.cls_token", "backbone.mask_token", "backbone.pos_embed"):
+        return 0
+    elif var_name.startswith("backbone.patch_embed"):
+        return 0
+    elif var_name.startswith("backbone.blocks"):
+        return int(var_name.split('.')[2]) + 1
+    else:
+        return num_max_layer - 1
+
+
+def mmseg_layer_decay_groups(named_params, weight_decay, paramwise_num_layers, layer_decay_rate):
+    """LayerDecayOptimizerConstructor.add_params (unilm beit/semantic_segmentation/mmcv_custom/
+    layer_decay_optimizer_constructor.py), written out: {name: (weight decay, lr scale)}."""
+    num_layers = paramwise_num_layers + 2
+    out = {}
+    for name, param in named_params:
+        if len(param.shape) == 1 or name.endswith(".bias") or name in ('pos_embed', 'cls_token'):
+            this_weight_decay = 0.
+        else:
+            this_weight_decay = weight_decay
+        layer_id = mmseg_get_num_layer_for_vit(name, num_layers)
+        out[name] = (this_weight_decay, layer_decay_rate ** (num_layers - layer_id - 1))
+    return out
