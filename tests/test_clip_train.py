@@ -134,3 +134,19 @@ def test_zeroshot_helpers_accept_template_lists_and_callables(trained):
     res = evaluate_classifier(ZeroShotHead(model, one), TensorDataset(x, torch.tensor([0, 1, 0, 1, 0, 1])),
                               device=torch.device("cpu"), batch_size=4)
     assert res["n"] == 6 and 0 <= res["top1"] <= 100 and len(res["per_class_acc"]) == 2
+
+
+def test_zeroshot_weights_in_chunks_equal_open_clips_encode_text():
+    """Prompts of different lengths in chunks of 2, each cut after its own last EOT, come back in the class
+    order and equal open_clip's full-length encode_text."""
+    torch.manual_seed(0)
+    model = open_clip.create_model("vlpt-smoke-clip").eval()
+    tok = open_clip.get_tokenizer("vlpt-smoke-clip")
+    names = ["American Staffordshire terrier", "ox", "golden retriever", "eft", "sea lion on a rock", "cat"]
+    got = zeroshot_classifier(model, tok, names, "a photo of a {}.", batch_size=2)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_text(tok([f"a photo of a {n}." for n in names])), dim=-1)
+    # float32 rounding along the text tower (tests/numerics.py): per block of width 64 (head width 32, up to 32
+    # tokens) qkv, out and MLP-in (64 each), scores (32), attention (32), MLP-out (256), 2 blocks, then the
+    # projection and the normalisation (64 each)
+    assert_close_fp32(got.t(), ref, k=2 * (7 * 64 + 32 + 32) + 2 * 64, msg="zero-shot weights")

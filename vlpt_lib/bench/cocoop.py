@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
 from ..models.prompt import PromptCLIP
+from ..models.text_encoder import text_chunk_for
 from ..utils.device import autocast, pick_device
 from ..utils.io import atomic_write
 from ..workbook import paths
@@ -111,7 +112,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per measurement (cpu 3, cuda 5)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--precision", default="auto", help="auto (cpu fp32, cuda bf16), bf16, fp16, fp32")
-    parser.add_argument("--text-chunk", type=int, default=None, help="max prompts per text pass (cpu 1024, cuda 8192)")
+    parser.add_argument("--text-chunk", type=int, default=None, help="max prompts per text pass (cpu 128, cuda 8192)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--no-share-prefix", action="store_true", help="fast path without prefix sharing")
     parser.add_argument("--no-projection", action="store_true", help="skip the ImageNet-val projection on CUDA")
@@ -125,7 +126,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     n_cls = args.classes or (100 if cuda else 50)
     batch = args.batch or (32 if cuda else 2)
     iters = args.iters or (5 if cuda else 3)
-    chunk = args.text_chunk or (8192 if cuda else 1024)
+    chunk = args.text_chunk or text_chunk_for(device)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
 

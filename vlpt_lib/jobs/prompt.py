@@ -31,6 +31,7 @@ from ..data import coop
 from ..data.imagefolder import limit
 from ..models.clip import _is_path, load_clip
 from ..models.prompt import PromptCLIP
+from ..models.text_encoder import text_chunk_for
 from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
@@ -119,7 +120,8 @@ class Config(BaseModel):
     device: str = Field("auto", description="[env] auto: CUDA when present")
     num_workers: int = Field(0, description="[env] data-loading workers (CoOp configs: 8)")
     threads: int | None = Field(None, description="[env] CPU threads (None: torch's default)")
-    text_chunk: int = Field(2048, description="[env] most prompts per text-encoder pass (bounds memory; exact)")
+    text_chunk: int | None = Field(None, description="[env] most prompts per text-encoder pass (bounds memory; "
+                                                     "exact; None: 8192 on a GPU, 128 on a CPU)")
     load_from: str | None = Field(None, description="[env] a finished run folder of this job: evaluate its "
                                                     "prompts, no training")
     # caps (the paper profile's dry run: `reproduce --profile paper --dry-run`); None = the recipe's
@@ -183,7 +185,8 @@ def build_model(cfg: Config, device: torch.device):
     bundle = _CLIP_CACHE[key]
     seed_everything(cfg.seed)  # the Meta-Net's init must not depend on whether CLIP came from the cache
     model = PromptCLIP(bundle.model, bundle.tokenizer, method=cfg.method, n_ctx=cfg.n_ctx,
-                       ctx_init=cfg.ctx_init or None, text_chunk=cfg.text_chunk, seed_ctx=cfg.seed)
+                       ctx_init=cfg.ctx_init or None, text_chunk=cfg.text_chunk or text_chunk_for(device),
+                       seed_ctx=cfg.seed)
     return model.to(device), bundle
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .text_encoder import TextEncoder
+from .text_encoder import TextEncoder, length_sorted_chunks
 from .zeroshot import zeroshot_classifier
 
 METHODS = ("CLIP", "CoOp", "CoCoOp")
@@ -204,19 +204,18 @@ class PromptCLIP(nn.Module):
     def _encode_prompts(self, ctx: torch.Tensor) -> torch.Tensor:
         """Normalised text features (G, K, D) of every (context g, class k) prompt, chunked and cut."""
         pl = self.prompt_learner
-        g, n_cls = ctx.shape[0], pl.n_cls
+        g = ctx.shape[0]
         eot = pl.eot_idx
         full_len = 1 + pl.n_ctx + pl.token_suffix.shape[1]
-        order = torch.argsort(eot, stable=True)  # short prompts together: each chunk is cut shorter
         g_chunk = max(1, min(g, self.text_chunk))
-        per_chunk = max(1, self.text_chunk // g_chunk)
+        chunks = length_sorted_chunks(eot, self.text_chunk // g_chunk)  # short prompts together: cut shorter
+        order = torch.cat(chunks)
         out_g = []
         for g0 in range(0, g, g_chunk):
             ctx_g = ctx[g0:g0 + g_chunk]
             gg = ctx_g.shape[0]
             parts = []
-            for k0 in range(0, n_cls, per_chunk):
-                idx = order[k0:k0 + per_chunk]
+            for idx in chunks:
                 seq_len = int(eot[idx].max()) + 1 if self.truncate else full_len
                 if self.share_prefix and self.text_encoder.supports_shared_prefix:
                     prefix = torch.cat([pl.token_prefix[:1].expand(gg, -1, -1).to(ctx_g.dtype), ctx_g], dim=1)
@@ -230,7 +229,4 @@ class PromptCLIP(nn.Module):
                 parts.append(F.normalize(feats.float(), dim=-1).view(gg, k, -1))
             text = torch.cat(parts, dim=1)
             out_g.append(text)
-        text = torch.cat(out_g, dim=0)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(n_cls, device=order.device)
-        return text[:, inverse]
+        return torch.cat(out_g, dim=0)[:, torch.argsort(order)]  # back to the class order

@@ -28,6 +28,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def text_chunk_for(device: torch.device) -> int:
+    """Most prompts per text-tower pass when a run does not say (exact either way). A GPU wants few large
+    passes; a CPU gains from small ones: prompts are sorted by length and each chunk runs only up to its
+    own longest EOT, so a small chunk carries little padding (CoOp on ImageNet's 500 base classes, ViT-B/16,
+    2 CPU cores: 22 s per job with one chunk of 8192, 12 s with chunks of 128, 14 s with 32)."""
+    return 8192 if torch.device(device).type == "cuda" else 128
+
+
+def length_sorted_chunks(eot_idx: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """The prompts' indices, shortest first, in chunks of at most `size`: each chunk is cut after its own
+    longest EOT (see text_chunk_for)."""
+    return list(torch.argsort(eot_idx, stable=True).split(max(1, int(size))))
+
+
 class TextEncoder(nn.Module):
     """Frozen CLIP text tower on embeddings. Holds references to the CLIP modules (no copies)."""
 

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .text_encoder import TextEncoder
+from .text_encoder import TextEncoder, length_sorted_chunks
 
 
 def _templates(template) -> list:
@@ -40,12 +40,11 @@ def zeroshot_classifier(model, tokenizer, classnames: Sequence[str], template: s
     encode = _truncated_encoder(model)
     weights = []
     for t in templates:
-        prompts = [_fill(t, c) for c in names]
-        chunks = []
-        for i in range(0, len(prompts), batch_size):
-            tokens = tokenizer(prompts[i:i + batch_size]).to(device)
-            chunks.append(F.normalize(encode(tokens).float(), dim=-1))
-        weights.append(torch.cat(chunks))
+        tokens = tokenizer([_fill(t, c) for c in names]).to(device)
+        # shortest prompts first, each chunk cut after its own last EOT; then back to the class order
+        chunks = length_sorted_chunks(tokens.argmax(dim=-1), batch_size)
+        feats = torch.cat([F.normalize(encode(tokens[idx]).float(), dim=-1) for idx in chunks])
+        weights.append(feats[torch.argsort(torch.cat(chunks))])
     model.train(was_training)
     w = F.normalize(torch.stack(weights).mean(0), dim=-1)
     return w.t().contiguous()
