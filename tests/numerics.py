@@ -22,6 +22,9 @@ import torch
 
 EPS32 = torch.finfo(torch.float32).eps  # 2**-23
 EPS64 = torch.finfo(torch.float64).eps  # 2**-52: a learning-rate schedule is float64 Python arithmetic
+# A layer-decay lr scale rate**(L - i) for at most 16 layers: a power or a running product of <= 16 float64
+# factors, each rounding once.
+LR_SCALE_REL = 16 * EPS64
 
 
 def _tensor(x) -> torch.Tensor:

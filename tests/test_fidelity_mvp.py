@@ -14,7 +14,7 @@ import torch
 import yaml
 from torchvision.transforms import v2
 
-from numerics import EPS64
+from numerics import EPS64, LR_SCALE_REL
 from references import beit_cosine_scheduler, mmseg_layer_decay_groups
 from vlpt_lib.jobs import finetune, pretrain, segment
 from vlpt_lib.models.mvp import MVPStudent
@@ -176,7 +176,7 @@ def test_segment_layer_decay_is_beits_mmseg_constructor(tmp_path, monkeypatch):
     assert got.keys() == expected.keys()
     for name, (wd, scale) in expected.items():
         assert got[name][0] == wd, name
-        assert got[name][1] == pytest.approx(scale, rel=1e-12), name
+        assert got[name][1] == pytest.approx(scale, rel=LR_SCALE_REL), name
     # the consequences the issue names: block 11 at 0.65 (was 1.0), the decoder at 1.0, cls token decayed
     assert got["backbone.blocks.11.mlp.fc2.weight"][1] == pytest.approx(0.65)
     assert got["backbone.cls_token"][:2] == (0.05, pytest.approx(0.65 ** 13))
@@ -313,7 +313,7 @@ def test_finetune_groups_are_beits(finetuned_run):
     got = spy.per_param(model)
     assert got.keys() == expected.keys()
     for name, (wd, scale) in expected.items():
-        assert got[name][0] == wd and got[name][1] == pytest.approx(scale, rel=1e-12), name
+        assert got[name][0] == wd and got[name][1] == pytest.approx(scale, rel=LR_SCALE_REL), name
     table = "blocks.1.attn.relative_position_bias_table"
     assert got[table][:2] == (0.05, pytest.approx(0.65 ** 2)) and got[table][2] == got["blocks.1.attn.qkv.weight"][2]
     assert got["head.weight"][1] == 1.0 and got["cls_token"][0] == 0.0
