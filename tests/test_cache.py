@@ -324,8 +324,11 @@ def test_cli_status_runs_nothing_and_help_says_what_force_recomputes(results_roo
 
 
 # ----------------------------------------------------------------------------- fault injection (papermill)
-DRIVER = REGISTER + """import sys
+DRIVER = REGISTER + """import signal
+import sys
 from pathlib import Path
+# Ctrl-C as in a terminal, also where the tests run in the background (which starts them with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     runner.reproduce("paper", nb_dir=Path(sys.argv[1]), p_dir=Path(sys.argv[2]), render=False,
                      force="--force" in sys.argv)
