@@ -23,7 +23,7 @@ from vlpt_lib.__main__ import main
 from vlpt_lib.jobs import example, launch, pretrain
 from vlpt_lib.training import checkpoint
 from vlpt_lib.utils import fingerprint as fp
-from vlpt_lib.utils.faults import FAULT_ENV
+from vlpt_lib.utils.faults import FAULT_ENV, fault_point
 from vlpt_lib.workbook import mvp, runner, tables
 from vlpt_lib.workbook.paths import REPO_ROOT
 
@@ -335,6 +335,13 @@ try:
 except KeyboardInterrupt:
     sys.exit(130)
 """
+@pytest.mark.parametrize("spec", ["checkpoint2", "chekpoint@2:SIGKILL", "table@0:SIGINT", "table@1:SIGTERM"])
+def test_a_malformed_fault_spec_is_refused(spec, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, spec)
+    with pytest.raises(ValueError, match=rf"\$VLPT_FAULT='{spec}': expected <event>@<n>:<SIGINT\|SIGKILL>"):
+        fault_point("table")
+
+
 EXIT = {"SIGINT": 130, "SIGKILL": -9}  # the driver's exit: Ctrl-C handled, or killed outright
 NOT_OK = {"SIGINT": "interrupted", "SIGKILL": "running"}  # what the killed notebook's record says
 
