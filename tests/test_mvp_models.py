@@ -162,9 +162,10 @@ def test_clip_teacher_targets_match_open_clip_tokens():
     std = torch.tensor(teacher.std).view(1, 3, 1, 1)
     with torch.no_grad():
         _, toks = v((x - mean) / std)
-    # the same float32 chain in another order: per block of width W = 64 (head width 32, 16 patches + class
-    # token) the dot products qkv, out and MLP-in (W each), scores (32), attention (17) and MLP-out (4 W), for
-    # 2 blocks, then the projection (W)
+    # the teacher runs the same blocks through its own code, which may batch and sum in another order (it gave
+    # the same bits on every kernel tried): float32 rounding along the chain, per block of width W = 64 (head
+    # width 32, 16 patches + class token) qkv, out and MLP-in (W each), scores (32), attention (17) and MLP-out
+    # (4 W), for 2 blocks, then the projection (W)
     assert_close_fp32(tokens, toks @ v.proj, k=2 * (7 * 64 + 32 + 17) + 64, msg="teacher tokens")
     # resampled onto another student grid
     assert teacher(x, grid=(2, 2)).shape == (2, 4, clip_model.visual.output_dim)
