@@ -374,6 +374,17 @@ def _statuses(results: Path) -> dict[str, str]:
     return {p.name[:-len(".run.json")]: json.loads(p.read_text())["status"] for p in executed.glob("*.run.json")}
 
 
+def _assert_same_tables(results: Path, clean: dict[str, pd.DataFrame]) -> None:
+    """The toy tables equal the uninterrupted run's, to the bit."""
+    for name, df in _tables(results).items():
+        pd.testing.assert_frame_equal(df, clean[name])
+
+
+def _toy_run_dir(results: Path) -> Path:
+    """t1_up's job run (the example job, 4 epochs, as `clean` sets it)."""
+    return launch.run_dir_for("example", {**CFG, "epochs": 4}, results / PROFILE / "runs")
+
+
 @pytest.fixture
 def clean(toy, in_process, tmp_path, monkeypatch):
     """The tables of an uninterrupted run (in this process), then papermill and its kernels from here on."""
@@ -399,7 +410,7 @@ def test_fault_injection(toy, clean, tmp_path, point, epochs_done, sig):
     _killed_run(toy, results, tmp_path, f"{point}:{sig}")
     _assert_consistent(results)
     assert _statuses(results) == {"t1_up": NOT_OK[sig]}
-    run_dir = launch.run_dir_for("example", {**CFG, "epochs": 4}, results / PROFILE / "runs")
+    run_dir = _toy_run_dir(results)
     state = checkpoint.load(run_dir)
     assert (state["epoch"] + 1 if state else None) == epochs_done
     finished = (run_dir / "result.json").read_bytes() if epochs_done == 4 else None
@@ -411,8 +422,7 @@ def test_fault_injection(toy, clean, tmp_path, point, epochs_done, sig):
     else:
         assert (run_dir / "result.json").read_bytes() == finished  # served, not run again
     _assert_consistent(results)
-    for name, df in _tables(results).items():
-        pd.testing.assert_frame_equal(df, clean[name])
+    _assert_same_tables(results, clean)
 
 
 def test_fault_in_the_second_notebook_keeps_the_first(toy, clean, tmp_path):
@@ -421,8 +431,7 @@ def test_fault_in_the_second_notebook_keeps_the_first(toy, clean, tmp_path):
     _assert_consistent(results)
     assert _statuses(results) == {"t1_up": "ok", "t2_down": "running"}
     assert _run(toy) == [("t1_up", "cached"), ("t2_down", "ran")]
-    for name, df in _tables(results).items():
-        pd.testing.assert_frame_equal(df, clean[name])
+    _assert_same_tables(results, clean)
 
 
 def test_fault_during_force_recomputes_from_the_new_checkpoint(toy, clean, tmp_path):
@@ -434,9 +443,8 @@ def test_fault_during_force_recomputes_from_the_new_checkpoint(toy, clean, tmp_p
     _assert_consistent(results)
     assert _statuses(results) == {"t1_up": "interrupted", "t2_down": "ok"}
     assert _reasons(toy)["t2_down"] == "upstream t1_up would run"
-    run_dir = launch.run_dir_for("example", {**CFG, "epochs": 4}, results / PROFILE / "runs")
+    run_dir = _toy_run_dir(results)
     assert checkpoint.load(run_dir)["epoch"] == 0 and not (run_dir / "result.json").exists()
     assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
     assert json.loads((run_dir / "result.json").read_text())["resumed_from_epoch"] == 1
-    for name, df in _tables(results).items():
-        pd.testing.assert_frame_equal(df, clean[name])
+    _assert_same_tables(results, clean)
