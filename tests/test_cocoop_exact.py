@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics import assert_close_fp32
+from vlpt_lib.methods import prompt as methods
 from vlpt_lib.models.prompt import PromptCLIP
 
 CONTEXT = 24
@@ -74,7 +75,7 @@ def _grads(model):
 @pytest.mark.parametrize("batch,n_cls,chunk", [(1, 3, 2048), (3, 7, 5), (4, 10, 16), (2, 10, 1)])
 def test_fast_path_matches_per_image_reference(method, batch, n_cls, chunk, share_prefix):
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method=method, ctx_init="a photo of a", text_chunk=chunk,
+    model = methods.get(method)(clip, tokenizer, ctx_init="a photo of a", text_chunk=chunk,
                        share_prefix=share_prefix)
     assert model.text_encoder.supports_shared_prefix
     model.set_classnames(NAMES[:n_cls])
@@ -105,7 +106,7 @@ def test_fast_path_matches_per_image_reference(method, batch, n_cls, chunk, shar
 
 def test_truncation_is_exact_and_shorter():
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp", text_chunk=4, share_prefix=False)
+    model = methods.get("CoCoOp")(clip, tokenizer, text_chunk=4, share_prefix=False)
     model.set_classnames(NAMES)
     eot = model.prompt_learner.eot_idx
     assert int(eot.max()) + 1 < CONTEXT  # the cut really removes positions
@@ -119,7 +120,7 @@ def test_truncation_is_exact_and_shorter():
 
 def test_random_init_context_and_eight_tokens():
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp", ctx_init=None, n_ctx=8, seed_ctx=1, text_chunk=7)
+    model = methods.get("CoCoOp")(clip, tokenizer, ctx_init=None, n_ctx=8, seed_ctx=1, text_chunk=7)
     model.set_classnames(NAMES[:6])
     images = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
@@ -128,7 +129,7 @@ def test_random_init_context_and_eight_tokens():
 
 def test_new_classes_keep_learned_context():
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp")
+    model = methods.get("CoCoOp")(clip, tokenizer)
     state = {k: v.clone() for k, v in model.prompt_learner.state_dict().items()}
     assert set(state) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
                           "meta_net.linear2.weight", "meta_net.linear2.bias"}
@@ -141,13 +142,13 @@ def test_new_classes_keep_learned_context():
 
 def test_meta_net_shape_and_ctx_init():
     clip = tiny_clip()
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp", ctx_init="a photo of a")
+    model = methods.get("CoCoOp")(clip, tokenizer, ctx_init="a photo of a")
     pl = model.prompt_learner
     assert pl.ctx.shape == (4, 32)
     assert pl.meta_net.linear1.in_features == 32 and pl.meta_net.linear1.out_features == 2
     assert pl.meta_net.linear2.out_features == 32
     words = clip.token_embedding(tokenizer(["a photo of a"]))[0, 1:5]
     assert torch.equal(pl.ctx.detach(), words.detach())  # a copy of the embeddings, no arithmetic
-    rand = PromptCLIP(clip, tokenizer, method="CoOp", ctx_init=None, n_ctx=8, seed_ctx=0)
+    rand = methods.get("CoOp")(clip, tokenizer, ctx_init=None, n_ctx=8, seed_ctx=0)
     assert rand.prompt_learner.ctx.shape == (8, 32) and rand.prompt_learner.meta_net is None
     assert 0.01 < rand.prompt_learner.ctx.std().item() < 0.03

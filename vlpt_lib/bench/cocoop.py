@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
+from ..methods import prompt as methods
 from ..models.prompt import PromptCLIP
 from ..models.text_encoder import text_chunk_for
 from ..utils.device import autocast, pick_device
@@ -133,7 +134,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     clip = open_clip.create_model(args.model, pretrained=None).to(device).eval()
     tokenizer = open_clip.get_tokenizer(args.model)
-    model = PromptCLIP(clip, tokenizer, method="CoCoOp", ctx_init="a photo of a", text_chunk=chunk,
+    model = methods.get("CoCoOp")(clip, tokenizer, ctx_init="a photo of a", text_chunk=chunk,
                        share_prefix=not args.no_share_prefix)
     model.set_classnames(synthetic_classnames(n_cls))
     size = clip.visual.image_size

@@ -1,10 +1,11 @@
-"""Job: zero-shot CLIP, CoOp or CoCoOp on a frozen open_clip CLIP; train on one dataset, test on many.
+"""Job: any registered prompt method (vlpt_lib.methods.prompt: zero-shot CLIP, CoOp, CoCoOp, KgCoOp, yours)
+on a frozen open_clip CLIP; train on one dataset, test on many.
 
     run({"method": "CoCoOp", "data_root": "/data", "clip": {"model_name": "ViT-B-16", "pretrained": "openai"},
          "dataset": "Caltech101", "subsample": "base", "seed": 1}, run_dir)
 
-`Config` holds every default: CoCoOp's published recipe; CoOp's differences are in METHOD_DEFAULTS
-(filled in for the keys a cfg does not set). The recipe: SGD, the first `warmup_epochs` at the
+`Config` resolves a cfg to its method's Recipe (every default: that method's published recipe, each with
+its source). The Dassl recipe every trained method shares: SGD, the first `warmup_epochs` at the
 constant `warmup_lr` (Dassl's ConstantWarmupScheduler), then cosine per epoch over `epochs` started
 again after the warm-up (WARMUP_RECOUNT; `training.optim.DasslCosine`); Dassl's few-shot draw
 (`data.coop.few_shot`); the last partial batch dropped when the data holds a full one; the final-epoch
@@ -20,17 +21,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torchvision import transforms as T
 
 from ..data import coop
 from ..data.imagefolder import limit
 from ..models.clip import _is_path, load_clip
-from ..models.prompt import PromptCLIP
+from ..methods import prompt as methods
+from ..methods.prompt.base import DasslRecipe, EvalTarget, PromptMethod, PromptRun
 from ..models.text_encoder import text_chunk_for
 from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
@@ -38,107 +37,22 @@ from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
 from ..utils.progress import get_logger
 
-# Sources (github.com/KaiyangZhou/CoOp): configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml (the
-# Config defaults), scripts/cocoop/base2new_train.sh and xd_train.sh (16 shots, seeds 1 2 3), Dassl's
-# optimiser defaults (OPTIM.MOMENTUM 0.9, OPTIM.WEIGHT_DECAY 5e-4), TEST.FINAL_MODEL "last_step".
-# Every field's `description` names its source: the recipe card (vlpt_lib.workbook.recipe) shows them.
-COCOOP_CFG = "CoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
-BOTH = "CoOp configs/trainers/{CoCoOp,CoOp}/vit_b16_*ctxv1.yaml"
-DASSL_DEFAULTS = "Dassl config/defaults.py"
-#
-# CoOp's own recipe, where it differs from CoCoOp's (the values a CoOp cfg gets for keys it leaves out):
-METHOD_DEFAULTS: dict[str, dict] = {
-    # configs/trainers/CoOp/vit_b16_ctxv1.yaml (named by the base2new scripts: "CFG=vit_b16_ctxv1  # uncomment
-    # this when TRAINER=CoOp"; CoOp issues #27, #70): 200 epochs, batch 32, init "a photo of a" (M=4).
-    "CoOp": {"epochs": 200, "batch_size": 32,
-             # configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml ("... when TRAINER=CoOp and DATASET=imagenet")
-             "by_dataset": {"ImageNet": {"epochs": 50}}},
-}
+DEFAULT_METHOD = "CoCoOp"  # the paper this job reproduces first
 
 
-class ClipSpec(BaseModel):
-    """The frozen CLIP: an open_clip model name + a tag or weights file (vlpt_lib.models.clip.load_clip)."""
-    model_config = ConfigDict(extra="forbid")
-    model_name: str = Field("ViT-B-16", description=f"{BOTH} MODEL.BACKBONE.NAME ViT-B/16")
-    pretrained: str | None = Field("openai", description="OpenAI's weights (CoOp clip/clip.py _MODELS): an "
-                                                         "open_clip tag or a local file")
-    quick_gelu: bool | None = Field(None, description="OpenAI CLIP's QuickGELU (CoOp clip/model.py); None: the "
-                                                      "tag's open_clip cfg (openai: True)")
+class Config:
+    """The job's config: the Recipe of the cfg's method (vlpt_lib.methods.prompt; a union discriminated by
+    `method`, default CoCoOp). Config(**fields) and Config.model_validate(dict) return that Recipe, resolved;
+    every field's `description` names its source (the recipe card shows them)."""
 
+    def __new__(cls, **fields):
+        return cls.model_validate(fields)
 
-class EvalTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset: str = Field(description="workbook parameter (targets / variants)")
-    subsample: Literal["all", "base", "new"] = Field("all", description="CoOp scripts/cocoop/base2new_test.sh "
-                                                                        "DATASET.SUBSAMPLE_CLASSES")
-    split: str | None = Field(None, description="workbook parameter: the rows' split label (None: base/new/test)")
-
-    def label(self) -> str:
-        return self.split or (self.subsample if self.subsample in ("base", "new") else "test")
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["CLIP", "CoOp", "CoCoOp"] = Field(
-        "CoCoOp", description="workbook parameter (methods): CoOp trainers/zsclip.py, coop.py, cocoop.py")
-    data_root: str = Field(description="workbook parameter: the folder holding imagenet/, caltech-101/, ...")
-    clip: ClipSpec = ClipSpec()
-    # what to train on
-    dataset: str = Field("Caltech101", description="workbook parameter (datasets / source)")
-    subsample: Literal["all", "base", "new"] = Field(
-        "base", description="CoOp scripts/cocoop/base2new_train.sh DATASET.SUBSAMPLE_CLASSES base (xd_train.sh: all)")
-    shots: int = Field(16, description="CoOp scripts/cocoop/base2new_train.sh, xd_train.sh SHOTS=16")
-    seed: int = Field(1, description="workbook parameter (seeds; CoOp's scripts run 1, 2, 3)")
-    eval: list[EvalTarget] | None = Field(
-        None, description="workbook parameter: None = base + new of `dataset` (base2new_test.sh), else these sets")
-    allow_folder_split: bool = Field(
-        False, description="[A] official split_zhou_<Name>.json only (CoOp DATASETS.md); True: your own data "
-                           "split from class folders, rows labelled '(folder split)'")
-    # the recipe
-    n_ctx: int = Field(4, description=f"{COCOOP_CFG} N_CTX 4 (with ctx_init: its word count)")
-    ctx_init: str | None = Field("a photo of a", description=f"{BOTH} CTX_INIT ('' : random N(0, 0.02))")
-    epochs: int = Field(10, description="CoOp configs/trainers/ OPTIM.MAX_EPOCH: 10 (CoCoOp/vit_b16_c4_ep10_batch1_"
-                                        "ctxv1.yaml); CoOp 200 (CoOp/vit_b16_ctxv1.yaml), ImageNet 50 "
-                                        "(CoOp/vit_b16_ep50_ctxv1.yaml)")
-    batch_size: int = Field(1, description=f"{BOTH} DATALOADER.TRAIN_X.BATCH_SIZE: CoCoOp 1, CoOp 32 (global); "
-                                           "partial last batch dropped if a full one exists (Dassl build_data_loader)")
-    lr: float = Field(0.002, description=f"{BOTH} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
-    momentum: float = Field(0.9, description=f"{DASSL_DEFAULTS} OPTIM.MOMENTUM 0.9, SGD_NESTEROV False, "
-                                             "SGD_DAMPNING 0")
-    weight_decay: float = Field(5e-4, description=f"{DASSL_DEFAULTS} OPTIM.WEIGHT_DECAY 5e-4 (every learned "
-                                                  "parameter)")
-    warmup_epochs: int = Field(1, description=f"{BOTH} OPTIM.WARMUP_EPOCH 1, constant; {DASSL_DEFAULTS} "
-                                              "WARMUP_RECOUNT True (cosine starts after it)")
-    warmup_lr: float = Field(1e-5, description=f"{BOTH} OPTIM.WARMUP_CONS_LR 1e-5")
-    augment: bool = Field(True, description=f"{BOTH} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
-    crop_scale: tuple[float, float] = Field(
-        (0.08, 1.0), description=f"{DASSL_DEFAULTS} INPUT.RRCROP_SCALE (0.08, 1.0)")
-    test_batch_size: int = Field(100, description=f"{BOTH} DATALOADER.TEST.BATCH_SIZE 100")
-    # how to run
-    precision: str = Field("auto", description="[env] CPU fp32, CUDA bf16 autocast with fp32 weights (CoOp "
-                                               "TRAINER.*.PREC fp16: CLIP in half precision)")
-    device: str = Field("auto", description="[env] auto: CUDA when present")
-    num_workers: int = Field(0, description="[env] data-loading workers (CoOp configs: 8)")
-    threads: int | None = Field(None, description="[env] CPU threads (None: torch's default)")
-    text_chunk: int | None = Field(None, description="[env] most prompts per text-encoder pass (bounds memory; "
-                                                     "exact; None: 8192 on a GPU, 128 on a CPU)")
-    load_from: str | None = Field(None, description="[env] a finished run folder of this job: evaluate its "
-                                                    "prompts, no training")
-    # caps (the paper profile's dry run: `reproduce --profile paper --dry-run`); None = the recipe's
-    max_steps: int | None = Field(None, description="[cap] stop training after this many steps (None: all epochs)")
-    max_test_images: int | None = Field(None, description="[cap] images evaluated per test set, a seeded draw "
-                                                          "(None: all)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _method_defaults(cls, data):
-        """CoOp's recipe for the keys a cfg leaves out (METHOD_DEFAULTS)."""
-        if not isinstance(data, dict):
-            return data
-        spec = METHOD_DEFAULTS.get(data.get("method", "CoCoOp"), {})
-        dataset = data.get("dataset", cls.model_fields["dataset"].default)
-        fill = {**{k: v for k, v in spec.items() if k != "by_dataset"}, **spec.get("by_dataset", {}).get(dataset, {})}
-        return {**fill, **data}
+    @staticmethod
+    def model_validate(cfg) -> PromptRun:
+        if isinstance(cfg, dict) and "method" not in cfg:
+            cfg = {**cfg, "method": DEFAULT_METHOD}
+        return methods.validate(cfg)
 
 
 def train_transform(clip_model, augment: bool = True, crop_scale=(0.08, 1.0)):
@@ -158,13 +72,13 @@ def train_transform(clip_model, augment: bool = True, crop_scale=(0.08, 1.0)):
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 
-def make_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: DasslRecipe) -> torch.optim.Optimizer:
     """SGD with momentum (no Nesterov), weight decay on every learned parameter (Dassl's build_optimizer)."""
     return optim.create_optimizer(list(params), opt="momentum", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   momentum=cfg.momentum)
 
 
-def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
+def make_scheduler(optimizer, cfg: DasslRecipe, steps_per_epoch: int):
     """Constant warm-up at warmup_lr, then cosine per epoch restarted after the warm-up (Dassl's
     ConstantWarmupScheduler with WARMUP_RECOUNT): epoch e >= W runs at 0.5 lr (1 + cos(pi (e - W) / epochs))."""
     return optim.create_scheduler(optimizer, "dassl_cosine", steps_per_epoch=steps_per_epoch, epochs=cfg.epochs,
@@ -174,8 +88,8 @@ def make_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
 _CLIP_CACHE: dict = {}
 
 
-def build_model(cfg: Config, device: torch.device):
-    """PromptCLIP on the cfg's CLIP. The frozen CLIP is loaded once per process (a notebook running many
+def build_model(cfg: PromptRun, device: torch.device):
+    """The cfg's method on the cfg's CLIP. The frozen CLIP is loaded once per process (a notebook running many
     inline jobs reuses it; nothing in a job modifies CLIP's weights)."""
     spec = cfg.clip
     key = (spec.model_name, str(spec.pretrained), spec.quick_gelu, str(device))
@@ -184,9 +98,7 @@ def build_model(cfg: Config, device: torch.device):
         _CLIP_CACHE[key] = load_clip(spec.model_name, spec.pretrained, device, quick_gelu=spec.quick_gelu)
     bundle = _CLIP_CACHE[key]
     seed_everything(cfg.seed)  # the Meta-Net's init must not depend on whether CLIP came from the cache
-    model = PromptCLIP(bundle.model, bundle.tokenizer, method=cfg.method, n_ctx=cfg.n_ctx,
-                       ctx_init=cfg.ctx_init or None, text_chunk=cfg.text_chunk or text_chunk_for(device),
-                       seed_ctx=cfg.seed)
+    model = methods.build(cfg, bundle.model, bundle.tokenizer, text_chunk=cfg.text_chunk or text_chunk_for(device))
     return model.to(device), bundle
 
 
@@ -210,11 +122,11 @@ def run(cfg: dict, run_dir) -> dict:
             raise FileNotFoundError(f"no trained prompts (last.pt) in {cfg.load_from}")
         model.prompt_learner.load_state_dict(state["model"])
         train_info = {"loaded_from": str(cfg.load_from), "epoch": state["epoch"] + 1}
-    elif cfg.method != "CLIP":
+    elif model.trains:
         full = coop.load_dataset(cfg.dataset, root, allow_folder_split=cfg.allow_folder_split)
         shots = coop.few_shot(full, cfg.shots, cfg.seed)
         train_ds = coop.subsample_classes(shots, cfg.subsample)
-        model.set_classnames(train_ds.classnames)
+        model.set_classnames(train_ds.classnames, template=train_ds.template)
         train_info = {"dataset": train_ds.label, "subsample": cfg.subsample, "classes": train_ds.num_classes,
                       "images": len(train_ds.train), "split_source": train_ds.split_source,
                       "few_shot": shots.meta.get("few_shot")}
@@ -233,25 +145,23 @@ def drop_last(n_images: int, batch_size: int) -> bool:
     return n_images >= batch_size
 
 
-def make_train_loader(data, cfg: Config, device: torch.device | None = None):
+def make_train_loader(data, cfg: DasslRecipe, device: torch.device | None = None):
     """The training loader of the one loop with Dassl's drop_last rule (batch_size is global)."""
     return loop.make_loader(data, batch_size=cfg.batch_size, seed=cfg.seed,
                             drop_last=drop_last(len(data), cfg.batch_size), num_workers=cfg.num_workers,
                             device=device)
 
 
-def train(model: PromptCLIP, train_ds, cfg: Config, device: torch.device, run_dir: Path) -> list[dict]:
+def train(model: PromptMethod, train_ds, cfg: DasslRecipe, device: torch.device, run_dir: Path) -> list[dict]:
     """The prompt learner through the one loop; the checkpoint holds the learner only (CLIP is frozen)."""
     data = coop.ImageListDataset(train_ds.train, train_transform(model.clip, cfg.augment, cfg.crop_scale))
     loader = make_train_loader(data, cfg, device)
     opt = make_optimizer(model.trainable_parameters(), cfg)
     sched = make_scheduler(opt, cfg, len(loader))
 
-    def step_fn(m, batch):
+    def step_fn(m, batch):  # the method's training_loss, through forward (m may be the DDP wrapper)
         images, labels = batch
-        logits = m(images).float()
-        return {"loss": F.cross_entropy(logits, labels),
-                "train_acc": 100.0 * (logits.argmax(-1) == labels).float().mean()}
+        return m(images, labels)
 
     return loop.train(model, data, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, seed=cfg.seed, drop_last=loader.drop_last, precision=cfg.precision,
@@ -259,7 +169,7 @@ def train(model: PromptCLIP, train_ds, cfg: Config, device: torch.device, run_di
                       ddp_kwargs={"broadcast_buffers": False}, desc=f"{cfg.method} {train_ds.name}", loader=loader)
 
 
-def eval_targets(cfg: Config) -> list[EvalTarget]:
+def eval_targets(cfg: PromptRun) -> list[EvalTarget]:
     if cfg.eval:
         return list(cfg.eval)
     if cfg.subsample == "base":
@@ -268,7 +178,7 @@ def eval_targets(cfg: Config) -> list[EvalTarget]:
 
 
 @torch.no_grad()
-def evaluate_all(model: PromptCLIP, bundle, cfg: Config, root: Path, device: torch.device, log) -> list[dict]:
+def evaluate_all(model: PromptMethod, bundle, cfg: PromptRun, root: Path, device: torch.device, log) -> list[dict]:
     model.eval()
     loaded: dict[str, coop.CoopDataset] = {}
     results = []

@@ -1,4 +1,5 @@
-"""Zero-shot CLIP, CoOp and CoCoOp on a frozen open_clip CLIP, with an exact fast CoCoOp path.
+"""Prompt learning on a frozen open_clip CLIP: the shared model of every prompt method, with an exact fast
+CoCoOp path. The methods themselves (zero-shot CLIP, CoOp, CoCoOp, ...) are in vlpt_lib.methods.prompt.
 
 Prompt of class k:  [SOS] ctx_1 .. ctx_M  <class name> .  [EOT]
 - CoOp: the M context vectors are shared by all classes and images (learned).
@@ -8,7 +9,7 @@ Prompt of class k:  [SOS] ctx_1 .. ctx_M  <class name> .  [EOT]
   Meta-Net; the bias is added to all M vectors).
 - CLIP (zero-shot): the hand-written per-dataset template, no learned parameters.
 
-Fast exact CoCoOp (`PromptCLIP.forward`): all (image, class) prompts of a batch are encoded in
+Fast exact CoCoOp (`PromptCLIP.encode_prompts`): all (image, class) prompts of a batch are encoded in
 one pass through the text transformer, in chunks of at most `text_chunk` prompts to bound memory.
 Classes are sorted by prompt length and each chunk is cut after its longest prompt's EOT: the
 text transformer is causal and the feature is read at EOT, so the cut changes nothing
@@ -25,8 +26,6 @@ from torch import nn
 
 from .text_encoder import TextEncoder, length_sorted_chunks
 from .zeroshot import zeroshot_classifier
-
-METHODS = ("CLIP", "CoOp", "CoCoOp")
 
 
 def clean_classname(name: str) -> str:
@@ -94,20 +93,24 @@ class PromptLearner(nn.Module):
 
 
 class PromptCLIP(nn.Module):
-    """Frozen CLIP + a prompt learner. forward(images) -> logits (B, n_cls).
+    """Frozen CLIP + a prompt learner: what every prompt method shares. forward(images) -> logits (B, n_cls).
 
-    method: "CLIP" (zero-shot, template), "CoOp" or "CoCoOp". text_chunk: the most prompts encoded
-    at once. truncate: cut the text sequence after the longest EOT (exact; False = full length).
-    share_prefix: compute the [SOS]+context positions once per image (exact; see text_encoder).
+    A method (vlpt_lib.methods.prompt) subclasses it and says how its logits come from the image features
+    (`logits_from_features`) and, when it adds a term, its training loss (`training_loss`). What a method may
+    ask of the frozen CLIP: `encode_images`, `logit_scale`, `zeroshot_weights` (the hand-crafted prompts' text
+    features), `encode_prompts` (text features of learned contexts) and `shared_text_features`.
+
+    text_chunk: the most prompts encoded at once. truncate: cut the text sequence after the longest EOT
+    (exact; False = full length). share_prefix: compute the [SOS]+context positions once per image (exact;
+    see text_encoder). conditional: build the Meta-Net (CoCoOp).
     """
 
-    def __init__(self, clip_model: nn.Module, tokenizer: Callable, method: str = "CoCoOp", n_ctx: int = 4,
+    conditional: bool = False
+
+    def __init__(self, clip_model: nn.Module, tokenizer: Callable, n_ctx: int = 4,
                  ctx_init: str | None = "a photo of a", text_chunk: int = 2048, truncate: bool = True,
                  share_prefix: bool = True, seed_ctx: int | None = None):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.method = method
         self.clip = clip_model
         for p in self.clip.parameters():
             p.requires_grad_(False)
@@ -130,11 +133,10 @@ class PromptCLIP(nn.Module):
             gen = torch.Generator().manual_seed(seed_ctx) if seed_ctx is not None else None
             ctx_vectors = torch.randn(n_ctx, ctx_dim, generator=gen) * 0.02  # N(0, 0.02) as CoOp
             prefix_text = " ".join(["X"] * n_ctx)
-        self.prompt_learner = PromptLearner(ctx_vectors, vis_dim, conditional=(method == "CoCoOp"),
+        self.prompt_learner = PromptLearner(ctx_vectors, vis_dim, conditional=self.conditional,
                                             prompt_prefix=prefix_text)
         self.prompt_learner.to(self._device())
         self.classnames: list[str] = []
-        self._zs_weights: torch.Tensor | None = None
         self._zs_cache: dict[tuple, torch.Tensor] = {}  # CLIP is frozen: the same class list gives the same weights
         self._text_cache: torch.Tensor | None = None
 
@@ -143,15 +145,14 @@ class PromptCLIP(nn.Module):
         return self.clip.logit_scale.device
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.prompt_learner.parameters() if p.requires_grad] if self.method != "CLIP" else []
+        return [p for p in self.prompt_learner.parameters() if p.requires_grad]
 
     def set_classnames(self, classnames: Sequence[str], template: str | None = None) -> None:
-        """Build the class prompts (and for CLIP the zero-shot weights) for this class set."""
+        """Build the class prompts of this class set (and forget text features of the previous one)."""
         self.classnames = [clean_classname(c) for c in classnames]
         if template:
             self.template = template
         self._text_cache = None
-        self._zs_weights = None
         pl = self.prompt_learner
         prompts = [f"{pl.prompt_prefix} {name}." for name in self.classnames]
         tokens = self.tokenizer(prompts)
@@ -159,12 +160,16 @@ class PromptCLIP(nn.Module):
         with torch.no_grad():
             emb = self.clip.token_embedding(tokens.to(self._device())).float()
         pl.set_class_tokens(emb[:, :1], emb[:, 1 + pl.n_ctx:], eot)
-        if self.method == "CLIP":  # the shared zero-shot helper: (D, K) normalised weights
-            key = (tuple(self.classnames), self.template)  # e.g. ImageNet, -V2 and -Sketch share 1,000 classes
-            if key not in self._zs_cache:
-                self._zs_cache[key] = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
-                                                          device=self._device(), batch_size=self.text_chunk).t()
-            self._zs_weights = self._zs_cache[key]
+
+    def zeroshot_weights(self) -> torch.Tensor:
+        """(K, D) normalised text features of the hand-crafted prompts (the template) of the current classes."""
+        if not self.classnames:
+            raise RuntimeError("call set_classnames(...) before zeroshot_weights()")
+        key = (tuple(self.classnames), self.template)  # e.g. ImageNet, -V2 and -Sketch share 1,000 classes
+        if key not in self._zs_cache:
+            self._zs_cache[key] = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
+                                                      device=self._device(), batch_size=self.text_chunk).t()
+        return self._zs_cache[key]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -181,27 +186,34 @@ class PromptCLIP(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp().float()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        """Logits (B, n_cls); with labels, the training loss dict instead (through forward, so DDP syncs it)."""
+        if not self.classnames:
+            raise RuntimeError("call set_classnames(...) before forward")
+        if labels is not None:
+            return self.training_loss(images, labels)
         return self.logits_from_features(self.encode_images(images))
 
     def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
-        """image_features: (B, D) L2-normalised. Returns (B, n_cls) logits."""
-        if not self.classnames:
-            raise RuntimeError("call set_classnames(...) before forward")
-        if self.method == "CLIP":
-            return self.logit_scale() * image_features @ self._zs_weights.t().to(image_features.dtype)
-        if self.method == "CoOp":
-            text = self._text_cache
-            if text is None:
-                text = self._encode_prompts(self.prompt_learner.context())[0]  # (K, D)
-                if not torch.is_grad_enabled():
-                    self._text_cache = text  # eval: one text pass for the whole test set
-            return self.logit_scale() * image_features @ text.t().to(image_features.dtype)
-        ctx = self.prompt_learner.context(image_features)  # (B, M, C)
-        text = self._encode_prompts(ctx)  # (B, K, D) normalised
-        return self.logit_scale() * torch.einsum("bd,bkd->bk", image_features, text.to(image_features.dtype))
+        """image_features: (B, D) L2-normalised. Returns (B, n_cls) logits: the method's own rule."""
+        raise NotImplementedError(f"{type(self).__name__} must define logits_from_features")
 
-    def _encode_prompts(self, ctx: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss of one batch (cross-entropy on the logits; a method with another term overrides it)."""
+        logits = self.logits_from_features(self.encode_images(images)).float()
+        return {"loss": F.cross_entropy(logits, labels),
+                "train_acc": 100.0 * (logits.argmax(-1) == labels).float().mean()}
+
+    def shared_text_features(self) -> torch.Tensor:
+        """(K, D) normalised text features of the shared learned context (CoOp); in eval, one pass per test set."""
+        text = self._text_cache
+        if text is None:
+            text = self.encode_prompts(self.prompt_learner.context())[0]
+            if not torch.is_grad_enabled():
+                self._text_cache = text
+        return text
+
+    def encode_prompts(self, ctx: torch.Tensor) -> torch.Tensor:
         """Normalised text features (G, K, D) of every (context g, class k) prompt, chunked and cut."""
         pl = self.prompt_learner
         g = ctx.shape[0]

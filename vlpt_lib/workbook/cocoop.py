@@ -8,9 +8,10 @@
     rows = base2new_runs(params, methods, datasets, seeds, paths.runs_dir(profile))
     table = base2new_rows(rows)
 
-`recipe` (a notebook parameter) is a diff on `vlpt_lib.jobs.prompt.Config` per method:
-{"common": {...}, "CoOp": {...}, "CoCoOp": {...}}; a method block may hold `epochs_by_dataset`
-({dataset: epochs}). `{}` = the papers' recipes (the job's defaults).
+`recipe` (a notebook parameter) is a diff on each method's Recipe (vlpt_lib.methods.prompt, validated by
+`vlpt_lib.jobs.prompt.Config`): {"common": {...}, "CoOp": {...}, "CoCoOp": {...}, ...}, one block per
+registered method; a method block may hold `epochs_by_dataset` ({dataset: epochs}). `{}` = the papers'
+recipes (each method's defaults).
 
 A dataset whose split was drawn from its folders (the job's `allow_folder_split`, for your own data)
 comes back as "<Name> (folder split)": it stays beside its name in the tables and never meets the
@@ -27,11 +28,11 @@ from pydantic import ValidationError
 from ..data.coop import FOLDER_SPLIT_NOTE, base_label
 from ..jobs.launch import run_dir_for, run_job
 from ..jobs.prompt import Config
+from ..methods import prompt as methods
+from ..methods.prompt.base import PromptRun
 from . import recipe as recipes
 from .tables import harmonic_mean
 
-METHODS = ("CLIP", "CoOp", "CoCoOp")
-RECIPE_BLOCKS = ("common",) + METHODS
 # Notebook knobs passed to every run (how it runs, not what it learns).
 RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
 CLIP_KEYS = ("test_batch_size", "max_test_images")  # the recipe keys a zero-shot CLIP run takes
@@ -59,7 +60,7 @@ def method_recipe(recipe: dict, method: str, dataset: str | None = None) -> dict
 
 def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str = "base",
             eval: list | None = None, load_from: str | None = None) -> dict:
-    """The cfg (a diff on jobs.prompt.Config) of one run. Zero-shot CLIP gets no recipe (its runs do not
+    """The cfg (a diff on the method's Recipe) of one run. A zero-shot method gets no recipe (its runs do not
     depend on it) except CLIP_KEYS."""
     recipe = method_recipe(params.get("recipe"), method, dataset)
     cfg = {"method": method, "dataset": dataset, "subsample": subsample, "seed": int(seed)}
@@ -67,7 +68,7 @@ def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str =
         cfg["data_root"] = str(params["data_root"])
     if params.get("clip"):
         cfg["clip"] = dict(params["clip"])
-    if method != "CLIP":
+    if methods.get(method).trains:
         cfg.update(recipe)
     else:  # zero-shot CLIP trains nothing: only how it is tested applies (the dry run caps its test images)
         cfg.update({k: recipe[k] for k in CLIP_KEYS if k in recipe})
@@ -81,43 +82,46 @@ def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str =
 
 def check_recipe(recipe) -> None:
     """PARAM_CHECKS["recipe"]: raise ValueError naming the bad block/key when the diff does not validate."""
+    blocks = ("common",) + methods.names()
     if not isinstance(recipe, dict):
-        raise ValueError(f"recipe must be a mapping of {RECIPE_BLOCKS} to diffs on vlpt_lib.jobs.prompt.Config, "
-                         f"got {recipe!r}")
+        raise ValueError(f"recipe must be a mapping of {blocks} to diffs on each method's Recipe "
+                         f"(vlpt_lib.methods.prompt), got {recipe!r}")
     for block, diff in recipe.items():
-        if block not in RECIPE_BLOCKS:
-            raise ValueError(f"unknown recipe block {block!r}; expected some of {RECIPE_BLOCKS}")
+        if block not in blocks:
+            raise ValueError(f"unknown recipe block {block!r}; expected some of {blocks}")
         if not isinstance(diff, dict):
             raise ValueError(f"recipe[{block!r}] must be a mapping, got {diff!r}")
         by_dataset = diff.get("epochs_by_dataset") or {}
         if not isinstance(by_dataset, dict) or not all(isinstance(v, int) for v in by_dataset.values()):
             raise ValueError(f"recipe[{block!r}]['epochs_by_dataset'] must map dataset names to epochs, "
                              f"got {by_dataset!r}")
-    for method in ("CoOp", "CoCoOp"):
+    trained = [m for m in methods.names() if methods.get(m).trains]
+    for method in trained:  # "common" must fit every trained method
         diff = method_recipe(recipe, method)
         try:
             Config.model_validate({"data_root": ".", **diff, "method": method})
         except ValidationError as err:
             e = err.errors()[0]
-            key = str(e["loc"][0]) if e["loc"] else "?"
+            key = str(e["loc"][-1]) if e["loc"] else "?"  # the union reports (method, key)
             block = method if key in (recipe.get(method) or {}) else "common"
             what = "is not a key of" if e["type"] == "extra_forbidden" else f"is invalid ({e['msg']}) for"
-            raise ValueError(f"recipe[{block!r}][{key!r}] {what} vlpt_lib.jobs.prompt.Config") from None
+            raise ValueError(f"recipe[{block!r}][{key!r}] {what} {method}'s Recipe "
+                             f"({methods.get(method).__module__}.Recipe)") from None
 
 
 PARAM_CHECKS: dict[str, Callable] = {"recipe": check_recipe}
 
 
-def recipe_configs(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
-                   subsample: str = "base") -> dict[str, Config]:
+def recipe_configs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
+                   subsample: str = "base") -> dict[str, PromptRun]:
     """The resolved job Configs of the trained methods' runs, one per distinct recipe (nothing runs).
 
     Label: the method, or "<method> (<dataset> [+n])" when the recipe differs between datasets (CoOp's
     50 ImageNet epochs); `dataset` lists the datasets of the column. Zero-shot CLIP trains nothing and has
     no recipe."""
-    out: dict[str, Config] = {}
-    for method in methods:
-        if method == "CLIP":
+    out: dict[str, PromptRun] = {}
+    for method in names:
+        if not methods.get(method).trains:
             continue
         groups: dict[str, tuple[list[str], Config]] = {}
         for dataset in datasets:
@@ -131,24 +135,24 @@ def recipe_configs(params: dict, methods: Sequence[str], datasets: Sequence[str]
     return out
 
 
-def recipe_card(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
+def recipe_card(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
                 subsample: str = "base", env: bool = False) -> pd.DataFrame:
     """Every recipe value the runs use (one column per method / recipe) beside its public source."""
-    configs = recipe_configs(params, methods, datasets, seeds, subsample)
+    configs = recipe_configs(params, names, datasets, seeds, subsample)
     if not configs:
         return pd.DataFrame(columns=["source"])
     return recipes.recipe_card(configs, env=env)
 
 
 # ----------------------------------------------------------------------------- the runs of Tables 1-3
-def base2new_runs(params: dict, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
+def base2new_runs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
                   **launch) -> list[dict]:
     """Table 1: one job per (method, dataset, seed) trained on the base half, tested on base and new.
     Zero-shot CLIP needs one seed. Finished runs come from the run cache."""
     rows = []
     for dataset in datasets:
-        for method in methods:
-            for seed in (seeds[:1] if method == "CLIP" else seeds):
+        for method in names:
+            for seed in (seeds if methods.get(method).trains else seeds[:1]):
                 rows += run_job("prompt", job_cfg(params, method, dataset, seed, "base"), runs_dir, **launch)["rows"]
     return rows
 
@@ -161,9 +165,9 @@ def transfer_rows(params: dict, method: str, source: str, seed: int, targets: Se
     tests on the source, so the evaluation-only run covers the targets alone (one row per seed each).
     """
     evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
-    if method == "CLIP":
+    if not methods.get(method).trains:
         evals = [{"dataset": source, "subsample": "all", "split": "test"}] + evals
-        rows = run_job("prompt", job_cfg(params, "CLIP", source, seed, "all", eval=evals), runs_dir, **launch)["rows"]
+        rows = run_job("prompt", job_cfg(params, method, source, seed, "all", eval=evals), runs_dir, **launch)["rows"]
     else:
         train_cfg = job_cfg(params, method, source, seed, "all")
         trained = run_job("prompt", train_cfg, runs_dir, **launch)
@@ -174,12 +178,12 @@ def transfer_rows(params: dict, method: str, source: str, seed: int, targets: Se
     return [r for r in rows if base_label(r["dataset"]) in keep]
 
 
-def transfer_runs(params: dict, methods: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
+def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
                   runs_dir, **launch) -> list[dict]:
     """Tables 2 and 3: every method (CLIP: one seed) trained on `source`, tested on source + targets."""
     rows = []
-    for method in methods:
-        for seed in (seeds[:1] if method == "CLIP" else seeds):
+    for method in names:
+        for seed in (seeds if methods.get(method).trains else seeds[:1]):
             rows += transfer_rows(params, method, source, seed, list(targets), runs_dir, **launch)
     return rows
 
@@ -245,12 +249,12 @@ def with_labels(names: Sequence[str], present) -> list[str]:
     return out
 
 
-def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], methods: Sequence[str]) -> pd.DataFrame:
+def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], names: Sequence[str]) -> pd.DataFrame:
     """Table 1 as the paper prints it: rows (dataset, method), columns base / new / H, ours and paper."""
     s = summary.assign(col=summary["split"].map({"base": "base", "new": "new", "base2new": "H"}))
     order = with_labels(list(datasets) + ["Average"], s["dataset"])
     wide = s.pivot_table(index=["dataset", "method"], columns="col", values=_value_columns(s))
-    return wide.reindex(pd.MultiIndex.from_product([order, list(methods)]), fill_value=np.nan).round(2)
+    return wide.reindex(pd.MultiIndex.from_product([order, list(names)]), fill_value=np.nan).round(2)
 
 
 def _value_columns(summary: pd.DataFrame) -> list[str]:

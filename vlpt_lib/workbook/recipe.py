@@ -28,18 +28,27 @@ def _rows(model: BaseModel, prefix: str = "") -> list[tuple[str, object, str]]:
 def recipe_card(configs: BaseModel | Mapping[str, BaseModel], *, env: bool = False) -> pd.DataFrame:
     """One row per recipe value: key, the value in each config (one column per name), and its source.
 
-    configs: one resolved Config, or {label: Config} (e.g. {"CoOp": ..., "CoCoOp": ...}) of the same job.
+    configs: one resolved Config, or {label: Config} (e.g. {"CoOp": ..., "CoCoOp": ...}) of the same job;
+    a key one config lacks (a method's own field) is empty in its column; a key whose source differs
+    between configs names each one.
     env=False leaves out how-to-run settings (sources starting with "[env]")."""
     if isinstance(configs, BaseModel):
         configs = {"value": configs}
-    columns = {label: dict((k, v) for k, v, _ in _rows(c)) for label, c in configs.items()}
-    first = next(iter(configs.values()))
+    rows = {label: _rows(c) for label, c in configs.items()}
+    columns = {label: {k: v for k, v, _ in r} for label, r in rows.items()}
+    sources: dict[str, dict[str, str]] = {}  # key -> {source: labels}: methods may cite different files
+    for label, r in rows.items():
+        for key, _, source in r:
+            by = sources.setdefault(key, {})
+            by[source] = f"{by[source]}, {label}" if source in by else label
     records = []
-    for key, _, source in _rows(first):
-        if not env and source.startswith("[env]"):
+    for key, by in sources.items():
+        first = next(iter(by))
+        if not env and first.startswith("[env]"):
             continue
-        if source.startswith("[cap]") and all(vals.get(key) is None for vals in columns.values()):
+        if first.startswith("[cap]") and all(vals.get(key) is None for vals in columns.values()):
             continue  # a dry run's cap shows only when it is set
+        source = first if len(by) == 1 else "; ".join(f"{labels}: {src}" for src, labels in by.items())
         records.append({"key": key, **{label: _show(vals.get(key)) for label, vals in columns.items()},
                         "source": source})
     return pd.DataFrame(records).set_index("key")

@@ -1,0 +1,60 @@
+"""KgCoOp (Yao et al., CVPR 2023): CoOp plus a knowledge-guided term that keeps each learned class text
+feature close to the hand-crafted prompt's: loss = CE + w * (1 - mean_k cos(t_k, t_k^clip)), t the
+normalised learned features, t^clip the normalised zero-shot features of the dataset's template.
+(For unit vectors ||t - t^clip||^2 = 2 (1 - cos): the paper's lambda * mean L2^2 is this with w = 2 lambda.)
+Official: htyao89/KgCoOp trainers/kgcoop.py (CustomCLIP.forward), configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml,
+scripts/base2new_train.sh. Test time: CoOp's logits, no extra term."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from . import register
+from .base import DasslRecipe, PromptMethod, PromptRun
+
+CFG = "KgCoOp configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"
+SCRIPT = "KgCoOp scripts/base2new_train.sh"
+
+
+class Recipe(DasslRecipe):
+    method: Literal["KgCoOp"] = Field("KgCoOp", description="KgCoOp trainers/kgcoop.py")
+    n_ctx: int = Field(4, description=f"{SCRIPT} NCTX=4 (with ctx_init: its word count)")
+    ctx_init: str | None = Field("a photo of a", description=f"{CFG} CTX_INIT 'a photo of a'")
+    epochs: int = Field(100, description=f"{CFG} OPTIM.MAX_EPOCH 100")
+    batch_size: int = Field(128, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 128 (global); partial last "
+                                             "batch dropped if a full one exists (Dassl build_data_loader)")
+    lr: float = Field(0.002, description=f"{CFG} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
+    warmup_epochs: int = Field(1, description=f"{CFG} OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant")
+    warmup_lr: float = Field(1e-5, description=f"{CFG} OPTIM.WARMUP_CONS_LR 1e-5")
+    kg_weight: float = Field(8.0, description=f"{SCRIPT} TRAINER.COOP.W 8.0 (the w of trainers/kgcoop.py)")
+
+
+@register
+class KgCoOp(PromptMethod):
+    name = "KgCoOp"
+    Recipe = Recipe
+    color = "tab:green"
+    order = 3
+
+    def __init__(self, *args, kg_weight: float = 8.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kg_weight = float(kg_weight)
+
+    @classmethod
+    def model_kwargs(cls, recipe: PromptRun) -> dict:
+        return {**super().model_kwargs(recipe), "kg_weight": recipe.kg_weight}
+
+    def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale() * image_features @ self.shared_text_features().t().to(image_features.dtype)
+
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        text = self.shared_text_features()  # (K, D) normalised, with grad
+        logits = (self.logit_scale() * self.encode_images(images) @ text.t()).float()
+        clip_text = self.zeroshot_weights().to(text.dtype)  # the template's features (CLIP frozen: no grad)
+        kg = 1.0 - F.cosine_similarity(text, clip_text, dim=1, eps=1e-7).mean()
+        ce = F.cross_entropy(logits, labels)
+        return {"loss": ce + self.kg_weight * kg, "ce": ce.detach(), "kg": kg.detach(),
+                "train_acc": 100.0 * (logits.argmax(-1) == labels).float().mean()}
