@@ -1,9 +1,10 @@
-"""MVP pre-training job: a BEiT student regresses CLIP patch features (or normalised pixels) at masked patches.
+"""MVP pre-training job: a BEiT student regresses CLIP patch features (or another MIM target) at masked patches.
 
     run(cfg, run_dir) -> {"export": <timm state dict file>, "history": [...], ...}
 
-What is this job's own: the student and its target (frozen CLIP image tower, or per-patch pixels),
-the masked-image data and the masked-patch loss. The loop, AdamW (no weight decay on 1-D parameters,
+What is this job's own: the student, the masked-image data and the masked-patch loss. The target (frozen CLIP
+image tower, per-patch pixels, HOG, or a user's plug-in) and its loss come from the registry
+`vlpt_lib.methods.targets` by name (`cfg.target`). The loop, AdamW (no weight decay on 1-D parameters,
 biases, pos_embed and cls_token: BEiT's pre-training rule, so the mask token and the shared relative
 position table are decayed), BEiT's per-iteration cosine_scheduler, DDP and resume come from
 `vlpt_lib.training`. The learning rate is quoted at
@@ -21,15 +22,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..data.imagefolder import SPLITS, ImageNetFolder, limit
 from ..data.synthetic import SyntheticImages
+from ..methods import targets
 from ..models.clip import _is_path, load_clip
 from ..models.masking import BlockMaskGenerator
-from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, build_target, masked_loss, save_exported
+from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, save_exported
 from ..training import loop, optim
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
@@ -132,16 +134,23 @@ class RunSettings(Strict):
 
 class Config(RunSettings):
     compile: bool = Field(False, description="[env] torch.compile the student")
-    target: Literal["clip", "pixel"] = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x "
-                                             "visual proj ([A] beit2 VQ-KD teacher, EVA-01); pixel = normalised "
-                                             "pixels (MAE norm_pix), the unimodal baseline row")
-    loss: Literal["auto", "cosine", "mse"] = Field("auto", description="[A] auto: 1 - cosine for the CLIP target "
-                                                   "(EVA-01 negative cosine), MSE for pixels (MAE), masked positions")
+    target: str = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x visual proj ([A] "
+                        "beit2 VQ-KD teacher, EVA-01); pixel = normalised pixels (MAE norm_pix), the unimodal "
+                        "baseline row; hog = MaskFeat's HOG; any name registered in vlpt_lib.methods.targets")
+    loss: Literal["auto", "cosine", "mse"] = Field("auto", description="[A] auto: the target's own loss on masked "
+                                                   "positions (1 - cosine for CLIP as EVA-01, MSE for pixels as MAE "
+                                                   "and HOG as MaskFeat)")
     clip: Clip = Clip()
     student: Student = Student()
     data: Data = Data()
     mask: Mask = Mask()
     optim: Optim = Optim()
+
+    @field_validator("target")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        targets.get(name)  # ValueError listing the registered names
+        return name
 
 
 class Init(Strict):
@@ -213,10 +222,10 @@ def load_teacher_model(clip: Clip) -> torch.nn.Module:
 
 
 def build_student_and_target(cfg: Config, device: torch.device):
-    s = cfg.student
-    clip_model = load_teacher_model(cfg.clip) if cfg.target == "clip" else None
+    s, spec = cfg.student, targets.get(cfg.target)
+    clip_model = load_teacher_model(cfg.clip) if spec.needs_clip else None
     patch = int(arch_spec(s.arch)[1].get("patch_size", 16))
-    target = build_target(cfg.target, None, clip_model, precision=cfg.precision, patch=patch, mean=s.mean, std=s.std)
+    target = spec.build(patch, s.mean, s.std, clip_model, cfg.precision)
     student = MVPStudent(s.arch, target_dim=target.out_dim, layer_scale_init=s.layer_scale_init,
                          shared_rel_pos_bias=s.shared_rel_pos_bias, drop_path=s.drop_path, mean=s.mean, std=s.std,
                          init_std=s.init_std)
@@ -224,9 +233,8 @@ def build_student_and_target(cfg: Config, device: torch.device):
 
 
 def loss_kind(cfg: Config) -> str:
-    if cfg.loss == "auto":
-        return "cosine" if cfg.target == "clip" else "mse"
-    return cfg.loss
+    """The loss the run uses: the target's own ("cosine", "mse", or a plug-in's callable's name) unless set."""
+    return targets.get(cfg.target).loss_name if cfg.loss == "auto" else cfg.loss
 
 
 # ----- the job ------------------------------------------------------------------------------------
@@ -246,13 +254,13 @@ def run(cfg: dict, run_dir) -> dict:
                                  eps=o.eps, device=device)
     sched = optim.create_scheduler(opt, o.schedule, steps_per_epoch=len(loader), epochs=o.epochs,
                                    warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
-    kind = loss_kind(cfg)
+    kind, spec = loss_kind(cfg), targets.get(cfg.target)
     grid = student.grid
 
     def step_fn(model, batch):
         images, mask = batch
         mask = mask.flatten(1)
-        return masked_loss(model(images, mask), target(images, grid)[mask], kind)
+        return spec.masked_loss(model(images, mask), target(images, grid)[mask], cfg.loss)
 
     history = loop.train(student, data, step_fn, opt, sched, run_dir, device=device, epochs=o.epochs,
                          max_steps=cfg.max_steps,
@@ -290,10 +298,11 @@ def weights_file(pretrained: str | None) -> list[str]:
 
 
 def data_paths(cfg: dict) -> list[str]:
-    """ImageNet's split (kind imagenet) and the teacher's weights file (target clip)."""
+    """ImageNet's split (kind imagenet) and what the target reads (`Target.input_paths`: the teacher's weights
+    file for a target that needs CLIP; a plug-in target's own source file)."""
     data = cfg["data"]
     images = imagenet_paths(data["root"], [data["split"]]) if data["kind"] == "imagenet" else []
-    return images + (weights_file(cfg["clip"]["pretrained"]) if cfg["target"] == "clip" else [])
+    return images + targets.get(cfg["target"]).input_paths(cfg["clip"]["pretrained"])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@
 - `PixelTarget`: per-patch normalised pixels (MAE's norm_pix target), the unimodal baseline.
 - `masked_loss`: 1 - cosine (CLIP target, as EVA / beit2 VQ-KD) or MSE (pixel target, as MAE) on
   masked positions only.
+  Which target a run uses (and its loss) is a plug-in of `vlpt_lib.methods.targets`; the modules above
+  are what its built-in "clip" and "pixel" targets build.
 - `beit_finetune_param_groups`: BEiT's fine-tuning parameter groups (layer-wise lr decay and weight
   decay as unilm beit/optim_factory.py applies them), for timm's `Beit`.
 """
@@ -347,17 +349,6 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "cosine") 
     if kind == "mse":
         return F.mse_loss(pred, target)
     raise ValueError(f"loss must be 'cosine' or 'mse', got {kind!r}")
-
-
-def build_target(kind: str, student: MVPStudent | None = None, clip_model: nn.Module | None = None,
-                 precision: str = "auto", patch: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    if kind == "clip":
-        if clip_model is None:
-            raise ValueError("target 'clip' needs a CLIP model")
-        return ClipTeacher(clip_model, precision=precision)
-    if kind == "pixel":
-        return PixelTarget(patch or student.patch_size, mean, std)
-    raise ValueError(f"target must be 'clip' or 'pixel', got {kind!r}")
 
 
 def patch_similarity(tokens: torch.Tensor, index: int) -> torch.Tensor:

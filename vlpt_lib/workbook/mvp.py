@@ -10,6 +10,11 @@ students notebooks 11 and 12 start from, the table builders and the figures of w
     exports = mvp.pretrained_exports("mini")            # what notebooks 11/12 fine-tune
     cfg = mvp.finetune_cfg("mini", {}, "MVP", 0, exports)
 
+Targets are plug-ins (`vlpt_lib.methods.targets`): a table row label per target (`method_targets()`: label ->
+target name, "Scratch" -> None), `table_methods(targets)` the rows of tables 11/12 for a list of targets and
+`colors()` a plot colour per row label, all from the registry (a plug-in target listed in $VLPT_PLUGINS shows
+up in all three).
+
 The recipe card (every recipe value a run uses, with its source) is drawn before anything runs: the
 same functions with dry=True resolve the same configs without generating a world, training the mini
 CLIP or pre-training (`planned_exports` says where notebook 10's exports will be), and
@@ -33,15 +38,35 @@ from torchvision.transforms import v2
 from ..data.imagefolder import ImageNetFolder
 from ..jobs import finetune, pretrain, segment
 from ..jobs.launch import load_result, resolve_config, run_dir_for, run_job
+from ..methods import targets as mim_targets
 from ..models.mvp import ClipTeacher, MVPStudent, arch_spec, export_kwargs, patch_similarity
 from ..utils.io import atomic_write
 from . import params, paths, profiles, recipe, tables
 from .params import merge
 
 PRETRAIN_NOTEBOOK = "10_mvp_pretrain"
-TARGETS = ("clip", "pixel")
-# The three rows of tables 11 and 12: which pre-training target each starts from (None: scratch).
-METHOD_TARGET = {"MVP": "clip", "Pixel target": "pixel", "Scratch": None}
+# Row labels, colours and label -> target of the MVP tables, from the registry (re-exported here).
+SCRATCH, colors, method_targets, table_methods = (mim_targets.SCRATCH, mim_targets.colors, mim_targets.method_targets,
+                                                  mim_targets.table_methods)
+
+
+def targets_of(methods: Iterable[str]) -> list[str]:
+    """The pre-training targets that table rows `methods` start from (Scratch needs none), in row order."""
+    rows = method_targets()
+    unknown = [m for m in methods if m not in rows]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected row labels among {tuple(rows)}")
+    return [rows[m] for m in methods if rows[m] is not None]
+
+
+def __getattr__(name: str):
+    """TARGETS (every registered target name) and METHOD_TARGET (`method_targets()`), read from the registry
+    when asked for, so plug-ins loaded later are in them."""
+    if name == "TARGETS":
+        return mim_targets.names()
+    if name == "METHOD_TARGET":
+        return method_targets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----- parameters ---------------------------------------------------------------------------------
@@ -104,29 +129,38 @@ def _world(profile: str, data_root=None, clip_model=None, clip_pretrained=None, 
 
 
 # ----- 10: pre-training ---------------------------------------------------------------------------
-def pretrain_cfgs(profile: str, job: Mapping, targets: Iterable[str] = TARGETS, *, data_root=None,
+def pretrain_cfgs(profile: str, job: Mapping, targets: Iterable[str] | None = None, *, data_root=None,
                   clip_model=None, clip_pretrained=None, clip_quick_gelu=None, device="auto", precision="auto",
                   threads=None, num_workers=0, dry: bool = False) -> dict[str, dict]:
     """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs.
-    dry=True: the same cfgs without generating the world or training the mini CLIP (the recipe card)."""
-    targets = list(targets)
+    dry=True: the same cfgs without generating the world or training the mini CLIP (the recipe card).
+    `targets`: registered target names (None: all of them)."""
+    targets = list(mim_targets.names() if targets is None else targets)
+    specs = {t: mim_targets.get(t) for t in targets}  # ValueError naming the registered targets
     PARAM_CHECKS["pretrain"](job)
     root, clip = _world(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
-                        need_clip="clip" in targets, dry=dry)
+                        need_clip=any(spec.needs_clip for spec in specs.values()), dry=dry)
     cfgs = {}
     for target in targets:
         cfg = merge(job, {"target": target, **_env(device, precision, threads, num_workers)})
         cfg = merge(cfg, {"data": {"root": root}})
-        if target == "clip":
+        if specs[target].needs_clip:
             cfg["clip"] = dict(clip)
         cfgs[target] = resolve_config("pretrain", cfg)
     return cfgs
 
 
-def _params_pretrain_cfgs(profile: str, dry: bool = False) -> tuple[dict, dict[str, dict]]:
-    """(notebook 10's effective params, its pretrain cfgs for both targets) on `profile`."""
+def params_targets(profile: str) -> list[str]:
+    """The targets notebook 10 pre-trains on `profile` (its parameters cell + params/<profile>/10_mvp_pretrain.yaml)."""
+    return list(params.effective(PRETRAIN_NOTEBOOK, profile)["targets"])
+
+
+def _params_pretrain_cfgs(profile: str, dry: bool = False, targets: Iterable[str] | None = None
+                          ) -> tuple[dict, dict[str, dict]]:
+    """(notebook 10's effective params, its pretrain cfgs for `targets`, None: the targets it lists) on `profile`."""
     p = params.effective(PRETRAIN_NOTEBOOK, profile)
-    cfgs = pretrain_cfgs(profile, p["pretrain"], TARGETS, data_root=p.get("data_root"),
+    targets = list(p["targets"] if targets is None else targets)
+    cfgs = pretrain_cfgs(profile, p["pretrain"], targets, data_root=p.get("data_root"),
                          clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
                          clip_quick_gelu=p.get("clip_quick_gelu"), device=p.get("device", "auto"),
                          precision=p.get("precision", "auto"), threads=p.get("threads"),
@@ -152,34 +186,38 @@ def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], *, launcher: str =
     return runs
 
 
-def _complete_index(profile: str, index_file=None) -> dict | None:
+def _complete_index(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict | None:
+    """The index, if it holds an existing export for each of `targets` (None: the targets notebook 10's params
+    list); other entries it may hold are not required."""
     path = Path(index_file) if index_file else index_path(profile)
     if path.exists():
         index = json.loads(path.read_text())
-        if set(TARGETS) <= set(index) and all(Path(v["export"]).exists() for v in index.values()):
+        need = list(params_targets(profile) if targets is None else targets)
+        if all(t in index and Path(index[t]["export"]).exists() for t in need):
             return index
     return None
 
 
-def pretrained_exports(profile: str, index_file=None) -> dict:
-    """The exported students for notebooks 11/12: the index notebook 10 wrote, else notebook 10's runs
-    (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
-    index = _complete_index(profile, index_file)
+def pretrained_exports(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict:
+    """The exported students for notebooks 11/12: the index notebook 10 wrote if it holds `targets` (None: the
+    targets of notebook 10's params; notebooks 11/12 pass `targets_of(methods)`), else notebook 10's runs of
+    those targets (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
+    index = _complete_index(profile, index_file, targets)
     if index is not None:
         return index
-    p, cfgs = _params_pretrain_cfgs(profile)
+    p, cfgs = _params_pretrain_cfgs(profile, targets=targets)
     ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
                       slurm=p.get("slurm"))
     return json.loads(index_path(profile).read_text())
 
 
-def planned_exports(profile: str, index_file=None) -> dict:
+def planned_exports(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict:
     """What `pretrained_exports` will return, without running anything: the index notebook 10 wrote, else
     the export files of notebook 10's (cached or future) runs, with the layout they will have."""
-    index = _complete_index(profile, index_file)
+    index = _complete_index(profile, index_file, targets)
     if index is not None:
         return index
-    _, cfgs = _params_pretrain_cfgs(profile, dry=True)
+    _, cfgs = _params_pretrain_cfgs(profile, dry=True, targets=targets)
     out = {}
     for target, cfg in cfgs.items():
         s = cfg["student"]
@@ -261,11 +299,16 @@ def figure_pretrain_loss(runs: Mapping[str, dict]):
 
 # ----- 11 and 12: fine-tuning and segmentation ---------------------------------------------------------
 def init_of(method: str, exports: Mapping[str, dict]) -> dict:
-    """The `init` of a downstream cfg: the student pre-trained with the method's target, or scratch."""
-    if method not in METHOD_TARGET:
-        raise ValueError(f"unknown method {method!r}; expected one of {tuple(METHOD_TARGET)}")
-    target = METHOD_TARGET[method]
-    arch = exports["clip"]
+    """The `init` of a downstream cfg: the student pre-trained with the method's target, or scratch (the same
+    architecture: every target's student is built from notebook 10's one student config)."""
+    rows = method_targets()
+    if method not in rows:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(rows)}")
+    target = rows[method]
+    if target is not None and target not in exports:
+        raise ValueError(f"method {method!r} starts from target {target!r}, which the pre-training index does not "
+                         f"hold (it holds {sorted(exports)}): add it to notebook 10's targets")
+    arch = exports[target] if target else exports.get("clip") or next(iter(exports.values()))
     return {"checkpoint": exports[target]["export"] if target else None, "model_name": arch["model_name"],
             "kwargs": arch["kwargs"]}
 
