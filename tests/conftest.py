@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vlpt_lib.models.clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
-from vlpt_lib.data.mini_world import CONFIGS, ensure_world
+from vlpt_lib.worlds.mini_world import CONFIGS, ensure_world
 
 os.environ.setdefault("MPLBACKEND", "agg")
 os.environ.setdefault("VLPT_NO_PROGRESS", "1")

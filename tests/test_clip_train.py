@@ -8,13 +8,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from numerics import assert_close_fp32
-from vlpt_lib.data import mini_world as M
+from vlpt_lib.data import world_layout
 from vlpt_lib.jobs import clip_train
 from vlpt_lib.jobs.launch import resolve_config
 from vlpt_lib.models.zeroshot import ZeroShotHead, zeroshot_classifier
 from vlpt_lib.training import checkpoint
 from vlpt_lib.training.evaluate import evaluate_classifier
 from vlpt_lib.workbook import profiles
+from vlpt_lib.worlds import mini_world as M
 
 CFG = replace(M.CONFIGS["smoke"], imagenet_classes=4, imagenet_train=1, imagenet_val=2, variant_per_class=1,
               subset_classes=2, coop_train=1, coop_val=1, coop_test=1, ade_train=1, ade_val=1, captions=128)
@@ -81,7 +82,7 @@ def test_rows_are_tidy_with_chance(trained):
     rows = res["rows"]
     ours = [r for r in rows if r["method"] == "CLIP (mini)"]
     chance = {r["dataset"]: r["value"] for r in rows if r["method"] == "chance"}
-    assert {r["dataset"] for r in ours} == set(M.MINI_DATASETS + M.MINI_VARIANTS) == set(chance)
+    assert {r["dataset"] for r in ours} == set(world_layout.MINI_DATASETS + world_layout.MINI_VARIANTS) == set(chance)
     for r in ours:
         assert r["table"] == "mini_clip_zeroshot" and r["split"] == "test" and r["metric"] == "acc"
         assert 0 <= r["value"] <= 100 and chance[r["dataset"]] == round(100 / r["n_classes"], 2)

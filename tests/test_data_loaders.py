@@ -8,10 +8,11 @@ import torch
 
 from vlpt_lib.data import DatasetError
 from vlpt_lib.data import coop
-from vlpt_lib.data import mini_world as M
+from vlpt_lib.data import world_layout as L
 from vlpt_lib.data.ade20k import ADE20K
 from vlpt_lib.data.check import data_requirements
 from vlpt_lib.data.imagefolder import ImageNetFolder
+from vlpt_lib.worlds import mini_world as M
 
 CFG = replace(M.CONFIGS["smoke"], captions=20, ade_train=4, ade_val=2)
 
@@ -33,10 +34,10 @@ def test_registry_covers_the_papers():
     assert coop.DATASETS["DescribableTextures"].template == "{} texture."
     assert coop.DATASETS["EuroSAT"].template == "a centered satellite photo of {}."
     assert coop.DATASETS["ImageNetA"].template == "a photo of a {}."
-    assert set(M.MINI_DATASETS) <= set(coop.DATASETS) and len(M.MINI_DATASETS) >= 5
+    assert set(L.MINI_DATASETS) <= set(coop.DATASETS) and len(L.MINI_DATASETS) >= 5
 
 
-@pytest.mark.parametrize("name", M.MINI_DATASETS + M.MINI_VARIANTS)
+@pytest.mark.parametrize("name", L.MINI_DATASETS + L.MINI_VARIANTS)
 def test_every_mini_dataset_loads(world, name):
     ds = coop.load_dataset(name, world)
     assert ds.test and all(0 <= d.label < ds.num_classes for d in ds.test)
@@ -186,7 +187,7 @@ def test_data_requirements(world, tmp_path):
         assert name in whats
     assert "ADE20K" in whats and not any(r["present"] for r in paper)
     assert all(str(tmp_path) in r["path"] for r in paper)
-    mini = data_requirements(world, M.world_config("smoke"))
+    mini = data_requirements(world, M.config_hash(M.world_config("smoke")))
     assert all(r["present"] for r in mini[1:]) and not mini[0]["present"]  # CFG differs from the smoke stamp
     split_rows = [r for r in paper if "split file" in r["what"]]
     assert split_rows and all(r["required"] and "DATASETS.md" in r["what"] for r in split_rows)

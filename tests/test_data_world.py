@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from vlpt_lib.data import mini_world as M
-from vlpt_lib.data import render as R
+from vlpt_lib.data import world_layout as L
 from vlpt_lib.workbook import profiles
+from vlpt_lib.worlds import mini_world as M
+from vlpt_lib.worlds import render as R
 
 TINY = replace(M.CONFIGS["smoke"], imagenet_classes=4, imagenet_train=2, imagenet_val=1, variant_per_class=1,
                subset_classes=2, coop_train=2, coop_val=1, coop_test=1, ade_train=2, ade_val=1, captions=40)
@@ -42,7 +43,7 @@ def test_stamp_makes_rerun_a_noop_and_config_change_regenerates(tmp_path):
 def test_ensure_world_uses_results_root(results_root, monkeypatch):
     monkeypatch.setitem(M.CONFIGS, "smoke", TINY)
     root = profiles.ensure_world_of("smoke")
-    assert root == results_root / "smoke" / "world" and (root / M.STAMP).is_file()
+    assert root == results_root / "smoke" / "world" and (root / L.STAMP).is_file()
     with pytest.raises(ValueError):
         profiles.ensure_world_of("paper")
 
@@ -91,7 +92,7 @@ def test_captions_never_use_the_zero_shot_templates():
 
     rng = np.random.default_rng(1)
     texts = [M.caption_example(12, rng, M.CONFIGS["mini"])[1].lower() for _ in range(1500)]
-    parts = {part.strip() for name in M.MINI_DATASETS + M.MINI_VARIANTS
+    parts = {part.strip() for name in L.MINI_DATASETS + L.MINI_VARIANTS
              for part in coop.DATASETS[name].template.lower().split("{}") if len(part.strip()) > 2}
     assert {"a photo of a", "texture.", "a centered satellite photo of", ", a type of pet."} <= parts
     found = {part: t for part in parts for t in texts if part in t}

@@ -9,9 +9,9 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from PIL import Image
 
 from vlpt_lib.data import check, coop
-from vlpt_lib.data import paper_world as PW
 from vlpt_lib.data.ade20k import ADE20K, ADE20K_CLASSES
 from vlpt_lib.data.imagefolder import ImageNetFolder
+from vlpt_lib.worlds import paper_world as PW
 
 # The real class counts. Sources: CoOp's DATASETS.md and the CoCoOp paper (Zhou et al., CVPR 2022), the
 # dataset statistics table of its appendix (ImageNet 1000, Caltech101 100, OxfordPets 37, StanfordCars 196,

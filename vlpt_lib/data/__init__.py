@@ -1,4 +1,5 @@
-"""Dataset loaders for the real on-disk formats of both papers, and the mini-world generator.
+"""Dataset loaders for the real on-disk formats of both papers (the generated worlds that imitate them
+are fixtures in vlpt_lib.worlds, not here).
 
 Missing or malformed data raises one `DatasetError` whose message names the path and shows the
 layout that was expected, instead of a traceback from deep inside a DataLoader worker: when torch

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .coop import BASE_TO_NEW, DATASETS, FOLDER_SPLIT_NOTE, VARIANTS
-from .mini_world import MINI_DATASETS, MINI_VARIANTS, STAMP, config_hash, is_current
+from .world_layout import MINI_DATASETS, MINI_VARIANTS, STAMP, stamp_matches
 
 B2N = "cocoop_base2new, cocoop_cross_dataset"
 DG = "cocoop_domain_generalization"
@@ -61,26 +61,28 @@ def _present(row: dict) -> bool:
     return p.is_dir() if row["kind"] == "dir" else p.is_file()
 
 
-def data_requirements(root: str | os.PathLike | None, world_cfg=None, allow_folder_split: bool = False) -> list[dict]:
-    """Rows {table, what, path, present, required}. world_cfg None: the real datasets the paper profile
-    reads under `root` (None: not set yet); a WorldConfig: the generated world in `root`.
+def data_requirements(root: str | os.PathLike | None, world_hash: str | None = None,
+                      allow_folder_split: bool = False) -> list[dict]:
+    """Rows {table, what, path, present, required}. world_hash None: the real datasets the paper profile
+    reads under `root` (None: not set yet); the config hash of a generated world (the profile module's
+    part): that world in `root`, present only when its stamp carries this hash.
     allow_folder_split: a missing split file of a class-folder dataset is not required (the prompt
     job's `allow_folder_split`)."""
-    if world_cfg is None:
+    if world_hash is None:
         base = Path(root).expanduser() if root else Path("<set data_root or VLPT_DATA_ROOT>")
         rows = _dataset_rows(base, allow_folder_split) + _mvp_rows(base)
     else:
         base = Path(root)
-        rows = [{"table": "all (mini world)", "what": f"generated world (config {config_hash(world_cfg)})",
+        rows = [{"table": "all (mini world)", "what": f"generated world (config {world_hash})",
                  "path": str(base / STAMP), "kind": "file"}]
         rows += [r for r in _dataset_rows(base, allow_folder_split) + _mvp_rows(base) if _world_has(r)]
         rows.append({"table": "mini CLIP", "what": "image-caption pairs (open_clip CSV)",
                      "path": str(base / "captions" / "train.csv"), "kind": "file"})
-        stamp_ok = is_current(base, world_cfg)
+        stamp_ok = stamp_matches(base, world_hash)
     out = []
     for r in rows:
         present = _present(r)
-        if world_cfg is not None and r["path"].endswith(STAMP):
+        if world_hash is not None and r["path"].endswith(STAMP):
             present = present and stamp_ok
         out.append({"table": r["table"], "what": r["what"], "path": r["path"], "present": bool(present),
                     "required": r.get("required", True)})

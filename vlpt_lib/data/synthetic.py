@@ -1,6 +1,9 @@
 """In-memory synthetic data for tests and benchmarks (no files): smooth images, rectangle scenes.
 
 Every item is a pure function of (seed, index), so two processes (or a resumed run) see the same data.
+Unlike the generated worlds (vlpt_lib.worlds) nothing is written to disk: the jobs select these datasets
+themselves through their data spec (`data.kind = "synthetic"`), also in a launched torchrun process, so
+they live here beside the readers.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 
 from ..data import DatasetError
 from ..data.coop import ImageListDataset, load_dataset, open_image
-from ..data.mini_world import MINI_DATASETS, MINI_VARIANTS, STAMP
+from ..data.world_layout import MINI_DATASETS, MINI_VARIANTS, STAMP
 from ..models import clip as _clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
 from ..models.zeroshot import ZeroShotHead, zeroshot_classifier
 from ..training import checkpoint, loop, optim

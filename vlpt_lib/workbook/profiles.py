@@ -4,13 +4,13 @@
     world.data_root, world.clip               # Path, {"model_name", "pretrained", "quick_gelu"}
 
 Jobs receive these explicit paths and never know which profile they serve:
-- smoke / mini: a procedurally generated world (vlpt_lib.data.mini_world) under
+- smoke / mini: a procedurally generated world (vlpt_lib.worlds.mini_world) under
   results/<profile>/world, and a small CLIP trained on its captions by the `clip_train` job;
 - paper: the user's datasets (`data_root` or $VLPT_DATA_ROOT) and OpenAI's CLIP ViT-B/16 (an open_clip
   tag already in the local cache, or a local weights file), always with QuickGELU as OpenAI's CLIP is
   built (quick_gelu=True unless the caller says otherwise, or names a tag trained without it);
 - the paper profile's dry run (`reproduce --profile paper --dry-run`): the same paper notebooks and jobs
-  on a synthetic data root shaped exactly like the real one (vlpt_lib.data.paper_world) and ViT-B/16
+  on a synthetic data root shaped exactly like the real one (vlpt_lib.worlds.paper_world) and ViT-B/16
   with random weights (`clip_pretrained: random`), handed over as the paper profile's own parameters.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.check import data_requirements as check
-from ..data.mini_world import config_hash, ensure_world, world_config
-from ..data.paper_world import ensure_paper_world
+from ..data.world_layout import MINI_DATASETS, MINI_VARIANTS  # noqa: F401  (notebook 01_mini_world's lists)
+from ..worlds.mini_world import config_hash, ensure_world, world_config
+from ..worlds.paper_world import ensure_paper_world
 from ..jobs.launch import run_dir_for, run_job
 from ..models.clip import RANDOM_WEIGHTS, _is_path, tag_quick_gelu
 from . import paths
@@ -125,5 +126,5 @@ def data_requirements(profile: str, data_root=None, allow_folder_split: bool = F
     allow_folder_split: as the prompt job's flag (a class-folder dataset may lack its split file)."""
     if profile == "paper":
         return check(data_root or os.environ.get("VLPT_DATA_ROOT"), allow_folder_split=allow_folder_split)
-    return check(Path(data_root) if data_root else paths.world_dir(profile), world_config(profile),
+    return check(Path(data_root) if data_root else paths.world_dir(profile), config_hash(world_config(profile)),
                  allow_folder_split=allow_folder_split)

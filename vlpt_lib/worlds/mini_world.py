@@ -39,15 +39,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..data.world_layout import STAMP, stamp_matches  # the on-disk names its readers share
 from ..utils.progress import bar, get_logger
 from . import render as R
 
 WORLD_VERSION = 4
-STAMP = "world_stamp.json"
-
-# CoOp-style registry names present in the mini world (ImageNet first: the cross-dataset source)
-MINI_DATASETS = ("ImageNet", "Caltech101", "OxfordPets", "DescribableTextures", "EuroSAT", "FGVCAircraft")
-MINI_VARIANTS = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
 
 
 @dataclass(frozen=True)
@@ -443,11 +439,7 @@ def generate_world(root: str | os.PathLike, cfg: WorldConfig) -> Path:
 
 
 def is_current(root: Path, cfg: WorldConfig) -> bool:
-    stamp = Path(root) / STAMP
-    try:
-        return json.loads(stamp.read_text()).get("hash") == config_hash(cfg)
-    except (OSError, ValueError):
-        return False
+    return stamp_matches(root, config_hash(cfg))
 
 
 def ensure_world(root: str | os.PathLike, cfg: WorldConfig, force: bool = False) -> Path:

@@ -44,8 +44,9 @@ from PIL import Image
 from timm.data import ImageNetInfo
 
 from ..utils.progress import bar, get_logger
-from .ade20k import ADE20K_CLASSES
-from .coop import BASE_TO_NEW, DATASETS, VARIANTS
+from ..data.ade20k import ADE20K_CLASSES
+from ..data.coop import BASE_TO_NEW, DATASETS, VARIANTS
+from ..data.world_layout import stamp_matches
 from .mini_world import build_atomically, ensure_generated
 from .render import LAND_USE
 
@@ -323,10 +324,7 @@ def generate_paper_world(root: str | os.PathLike) -> Path:
 
 
 def is_current(root: str | os.PathLike) -> bool:
-    try:
-        return json.loads((Path(root) / STAMP).read_text()).get("hash") == shape_hash()
-    except (OSError, ValueError):
-        return False
+    return stamp_matches(root, shape_hash(), STAMP)
 
 
 def ensure_paper_world(root: str | os.PathLike, force: bool = False) -> Path:
