@@ -256,16 +256,10 @@ def test_recipe_augmentation():
     assert tuple(r.crop_scale) == (0.08, 1.0)
 
 
-_DTD_TEMPLATE = pytest.param(
-    "DescribableTextures", marks=pytest.mark.xfail(strict=True, reason=(
-        "KgCoOp's hand-crafted DTD prompt is 'a photo of a {}, a type of texture.' (htyao89/KgCoOp "
-        "trainers/kgcoop.py CUSTOM_TEMPLATES); the workbook passes CoOp's zero-shot template '{} texture.' "
-        "(vlpt_lib/data/coop.py, from CoOp trainers/zsclip.py) to set_classnames, so the KG term on DTD "
-        "pulls towards other features than the official run")))
-
-
-@pytest.mark.parametrize("dataset", [_DTD_TEMPLATE if d == "DescribableTextures" else d for d in KGCOOP_TEMPLATES])
+@pytest.mark.parametrize("dataset", list(KGCOOP_TEMPLATES))
 def test_handcrafted_template_of_each_dataset(dataset):
     """The template the prompt job hands KgCoOp (vlpt_lib/jobs/prompt.py: set_classnames(..., template=
-    train_ds.template)) is the one KgCoOp's official code encodes for its knowledge-guided term."""
-    assert coop.DATASETS[dataset].template == KGCOOP_TEMPLATES[dataset]
+    model.template_for(name, the dataset's CoOp template))) is the one KgCoOp's official code encodes for its
+    knowledge-guided term."""
+    kgcoop = methods.get("KgCoOp")
+    assert kgcoop.template_for(dataset, coop.DATASETS[dataset].template) == KGCOOP_TEMPLATES[dataset]

@@ -1,4 +1,4 @@
-"""Job: any registered prompt method (vlpt_lib.methods.prompt: zero-shot CLIP, CoOp, CoCoOp, KgCoOp, yours)
+"""Job: any registered prompt method (vlpt_lib.methods.prompt: zero-shot CLIP, CoOp, CoCoOp, ..., yours)
 on a frozen open_clip CLIP; train on one dataset, test on many.
 
     run({"method": "CoCoOp", "data_root": "/data", "clip": {"model_name": "ViT-B-16", "pretrained": "openai"},
@@ -126,7 +126,7 @@ def run(cfg: dict, run_dir) -> dict:
         full = coop.load_dataset(cfg.dataset, root, allow_folder_split=cfg.allow_folder_split)
         shots = coop.few_shot(full, cfg.shots, cfg.seed)
         train_ds = coop.subsample_classes(shots, cfg.subsample)
-        model.set_classnames(train_ds.classnames, template=train_ds.template)
+        model.set_classnames(train_ds.classnames, template=model.template_for(train_ds.name, train_ds.template))
         train_info = {"dataset": train_ds.label, "subsample": cfg.subsample, "classes": train_ds.num_classes,
                       "images": len(train_ds.train), "split_source": train_ds.split_source,
                       "few_shot": shots.meta.get("few_shot")}
@@ -187,7 +187,7 @@ def evaluate_all(model: PromptMethod, bundle, cfg: PromptRun, root: Path, device
         if name not in loaded:
             loaded[name] = coop.load_dataset(name, root, allow_folder_split=cfg.allow_folder_split)
         ds = coop.subsample_classes(loaded[name], target.subsample)
-        model.set_classnames(ds.classnames, template=ds.template)
+        model.set_classnames(ds.classnames, template=model.template_for(ds.name, ds.template))
         test = limit(coop.ImageListDataset(ds.test, bundle.preprocess_val), cfg.max_test_images, cfg.seed)
         res = evaluate_classifier(model, test, device=device,
                                   batch_size=cfg.test_batch_size, precision=cfg.precision,
@@ -218,8 +218,8 @@ def dataset_paths(root: str, name: str) -> list[str]:
 
 
 def data_paths(cfg: dict) -> list[str]:
-    """Every dataset it trains on or evaluates, Dassl's few-shot file if one is there, the CLIP weights file
-    and the trained run it loads (load_from/last.pt)."""
+    """Every dataset it trains on or evaluates, Dassl's few-shot file if one is there, the CLIP weights file,
+    a plug-in method's source file and the trained run it loads (load_from/last.pt)."""
     names = [cfg["dataset"]] + [t["dataset"] for t in cfg.get("eval") or []]
     out = [p for name in dict.fromkeys(names) for p in dataset_paths(cfg["data_root"], name)]
     spec = coop.get_spec(cfg["dataset"])
@@ -227,6 +227,7 @@ def data_paths(cfg: dict) -> list[str]:
                    / f"shot_{cfg['shots']}-seed_{cfg['seed']}.pkl"))
     pretrained = cfg["clip"]["pretrained"]
     out += [pretrained] if pretrained and _is_path(pretrained) else []
+    out += methods.input_paths(cfg["method"])  # a plug-in method's own file
     return out + ([str(Path(cfg["load_from"]) / "last.pt")] if cfg.get("load_from") else [])
 
 

@@ -23,44 +23,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import tables
-from .tables import TABLES, harmonic_mean, per_seed_mean
-
-ZERO_SHOT = ("CLIP",)  # methods whose numbers do not depend on the seed
+from .tables import TABLES, Claim, claims_of, harmonic_mean, is_zero_shot, per_seed_mean
 
 
-@dataclass(frozen=True)
-class Claim:
-    text: str   # the paper's finding, in words
-    left: str   # a side (see samples)
-    op: str     # ">", "<" or ">=" (judged as ">")
-    right: str
 
-
-CLAIMS: dict[str, tuple[Claim, ...]] = {
-    "cocoop_base2new": (
-        Claim("CoOp fits the base classes better than zero-shot CLIP", "CoOp base", ">", "CLIP base"),
-        Claim("CoOp loses accuracy on the new classes against zero-shot CLIP", "CoOp new", "<", "CLIP new"),
-        Claim("CoCoOp is better than CoOp on the new classes", "CoCoOp new", ">", "CoOp new"),
-        Claim("CoCoOp has the highest H (against CoOp)", "CoCoOp H", ">", "CoOp H"),
-        Claim("CoCoOp has the highest H (against zero-shot CLIP)", "CoCoOp H", ">", "CLIP H"),
-    ),
-    "cocoop_cross_dataset": (
-        Claim("CoCoOp transfers better than CoOp to the other datasets (their average)", "CoCoOp targets", ">",
-              "CoOp targets"),
-    ),
-    "cocoop_domain_generalization": (
-        Claim("CoCoOp is at least as good as CoOp on the shifted variants (their average)", "CoCoOp variants", ">=",
-              "CoOp variants"),
-    ),
-    "imagenet_finetune": (
-        Claim("MVP fine-tunes better than the same pre-training with a pixel target", "MVP", ">", "Pixel target"),
-        Claim("MVP fine-tunes better than training from scratch", "MVP", ">", "Scratch"),
-    ),
-    "ade20k_segmentation": (
-        Claim("MVP segments better than the same pre-training with a pixel target", "MVP", ">", "Pixel target"),
-        Claim("MVP segments better than training from scratch", "MVP", ">", "Scratch"),
-    ),
-}
+def claims() -> dict[str, tuple[Claim, ...]]:
+    """Every table's claims (its spec's and those its methods declare), tables without any left out."""
+    return {name: found for name in TABLES if (found := claims_of(name))}
 
 
 @dataclass(frozen=True)
@@ -78,7 +47,7 @@ class Verdict:
     word: str      # holds | not resolved | reversed | one seed: no spread | not measured
 
     def _side(self, name: str, mean: float, std: float, n: int) -> str:
-        if name.split()[0] in ZERO_SHOT:
+        if is_zero_shot(name.split()[0]):
             return f"{mean:.2f} (zero-shot)"
         spread = f" ± {std:.2f}" if n > 1 else ""
         return f"{mean:.2f}{spread} ({n} seed{'s' if n != 1 else ''})"
@@ -140,12 +109,13 @@ def judge(left: pd.Series, right: pd.Series, op: str, left_exact: bool = False,
 
 def verdicts(table: str, rows: pd.DataFrame) -> list[Verdict]:
     """The verdict on every claim of `table` from its rows (empty: a table without claims)."""
-    sides = samples(table, rows) if table in CLAIMS and len(rows) else {}
+    found = claims_of(table) if table in TABLES else ()
+    sides = samples(table, rows) if found and len(rows) else {}
     out = []
-    for claim in CLAIMS.get(table, ()):
+    for claim in found:
         left, right = (sides.get(s, pd.Series(dtype=float)) for s in (claim.left, claim.right))
-        diff, se, word = judge(left, right, claim.op, claim.left.split()[0] in ZERO_SHOT,
-                               claim.right.split()[0] in ZERO_SHOT)
+        diff, se, word = judge(left, right, claim.op, is_zero_shot(claim.left.split()[0]),
+                               is_zero_shot(claim.right.split()[0]))
         out.append(Verdict(table, claim, float(left.mean()) if len(left) else math.nan,
                            float(left.std()) if len(left) > 1 else math.nan, len(left),
                            float(right.mean()) if len(right) else math.nan,

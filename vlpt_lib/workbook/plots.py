@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 
 from . import mvp
-from .tables import PaperTable, paper_table
+from .tables import TABLES, PaperTable, colors, paper_table
 
-COLORS = {"CLIP": "tab:gray", "CoOp": "tab:blue", "CoCoOp": "tab:orange",
-          "MVP": "tab:orange", "Pixel target": "tab:blue", "Scratch": "tab:gray"}
 PAPER_LABEL = "paper (ViT-B/16)"
 
 
@@ -34,7 +32,7 @@ def _bars(ax, pt: PaperTable, methods: list[str], group: tuple = ()) -> None:
         col = (m, *group)
         ours, std, paper = (frame[(*col, f)].to_numpy(dtype=float) for f in ("ours", "std", "paper"))
         off = (i - (len(methods) - 1) / 2) * width
-        ax.bar(x + off, ours, width, color=COLORS.get(m), label=m)
+        ax.bar(x + off, ours, width, color=colors().get(m), label=m)
         spread = ~np.isnan(std)  # one seed, zero-shot CLIP and H have no spread: no error bar
         ax.errorbar((x + off)[spread], ours[spread], std[spread], fmt="none", ecolor="k", elinewidth=0.8, capsize=2)
         has = ~np.isnan(paper)
@@ -116,7 +114,7 @@ def imagenet_finetune(profile: str):
     for method, results in _per_method(runs).items():
         for i, r in enumerate(results):
             h = pd.DataFrame(r["history"])
-            color, label = COLORS.get(method), method if i == 0 else None
+            color, label = colors().get(method), method if i == 0 else None
             axes[0].plot(h["epoch"], h["loss"], color=color, label=label)
             if "val_top1" in h:
                 e = h.dropna(subset=["val_top1"])
@@ -145,7 +143,7 @@ def ade20k_segmentation(profile: str):
     evaluations = max(pd.DataFrame(r["history"]).get("miou", pd.Series(dtype=float)).notna().sum()
                       for r in runs.values())
     for j, (method, results) in enumerate(per_method.items()):
-        color = COLORS.get(method)
+        color = colors().get(method)
         for i, r in enumerate(results):
             h = pd.DataFrame(r["history"])
             axes[0].plot(h["step"], h["loss"], color=color, label=method if i == 0 else None)
@@ -172,18 +170,10 @@ def ade20k_segmentation(profile: str):
     return fig
 
 
-# The figure of each paper table; its PNG name is the first of the table's `figures` (tables.TABLES).
-FIGURES: dict[str, Callable[[str], object]] = {
-    "cocoop_base2new": base2new,
-    "cocoop_cross_dataset": cross_dataset,
-    "cocoop_domain_generalization": domain_generalization,
-    "imagenet_finetune": imagenet_finetune,
-    "ade20k_segmentation": ade20k_segmentation,
-}
-
-
 def figure(table: str, profile: str):
-    """The figure of `table` on `profile` (None before its notebook saved any rows)."""
-    if table not in FIGURES:
-        raise KeyError(f"no figure for table {table!r}; tables with one: {sorted(FIGURES)}")
-    return FIGURES[table](profile)
+    """The figure of `table` on `profile` (None before its notebook saved any rows): the function of this module
+    that its spec names (tables.TABLES[table].plot); its PNG name is the first of the table's `figures`."""
+    spec = TABLES.get(table)
+    if spec is None or not spec.plot:
+        raise KeyError(f"no figure for table {table!r}; tables with one: {sorted(n for n, t in TABLES.items() if t.plot)}")
+    return globals()[spec.plot](profile)

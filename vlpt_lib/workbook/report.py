@@ -26,7 +26,7 @@ from nbconvert import HTMLExporter
 from ..utils.io import atomic_write
 from . import claims, paths
 from .metadata import load_run_metadata, write_run_metadata
-from .tables import TABLES, PaperTable, figures_dir, paper_table, tables_dir
+from .tables import TABLES, PaperTable, figures_dir, is_zero_shot, paper_table, tables_dir
 
 PROFILE_NOTE = {
     "smoke": "SMOKE profile: a few steps on a tiny generated world, only to test that the code runs. "
@@ -167,7 +167,7 @@ def verdicts_html(verdicts: list[claims.Verdict]) -> str:
     def side(name, mean, std, n):
         if _missing(mean):
             return f"<span class='na'>{NA}</span>"
-        if name.split()[0] in claims.ZERO_SHOT:
+        if is_zero_shot(name.split()[0]):
             return f"{mean:.2f} (zero-shot)"
         return f"{mean:.2f}" + (f" <span class='sd'>± {std:.2f}</span>" if n > 1 else "") + f" <span class='sd'>n={n}</span>"
 
@@ -244,7 +244,7 @@ def verdicts_markdown(verdicts: list[claims.Verdict]) -> str:
     def side(name, mean, std, n):
         if _missing(mean):
             return NA
-        if name.split()[0] in claims.ZERO_SHOT:
+        if is_zero_shot(name.split()[0]):
             return f"{mean:.2f} (zero-shot)"
         return f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 else "") + f" (n={n})"
 

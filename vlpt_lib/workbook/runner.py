@@ -49,20 +49,10 @@ from . import cocoop, mvp, paths, profiles
 from . import params as notebook_params
 from .metadata import write_run_metadata
 from .report import render_report
-from .tables import TABLES, tables_dir
+from .tables import TABLES, pipeline, tables_dir
 
-# name -> notebooks it needs first. The list order is a valid run order.
-PIPELINE: dict[str, list[str]] = {
-    "00_setup": [],
-    "01_mini_world": [],
-    "10_mvp_pretrain": ["01_mini_world"],
-    "11_imagenet_finetune": ["10_mvp_pretrain"],
-    "12_ade20k_segmentation": ["10_mvp_pretrain"],
-    "20_cocoop_base2new": ["01_mini_world"],
-    "21_cocoop_cross_dataset": ["01_mini_world"],
-    "22_cocoop_domain_generalization": ["01_mini_world"],
-    "99_report": [],
-}
+# name -> notebooks it needs first (from the table specs, tables.pipeline). The key order is a valid run order.
+PIPELINE: dict[str, tuple[str, ...]] = pipeline()
 ALWAYS_RUN = {"99_report"}
 SETUP = "00_setup"
 PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}  # job-config diffs in the notebooks' parameters

@@ -15,6 +15,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..methods import prompt as prompt_methods
+from ..methods import targets as mim_targets
 from ..utils.faults import fault_point
 from ..utils.io import atomic_write
 from . import paths
@@ -22,42 +24,125 @@ from . import paths
 COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "profile", "run_id"]
 REFERENCE_COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "source"]
 KEYS = ["method", "dataset", "split", "metric"]
+SCRATCH = "Scratch"  # the MVP tables' row without pre-training
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A finding of a paper, checked on our numbers (workbook.claims): `left op right`, each side a label the
+    table's layout defines (e.g. "CoOp new", "CoCoOp H", "MVP")."""
+    text: str   # the paper's finding, in words
+    left: str   # a side (see claims.samples)
+    op: str     # ">", "<" or ">=" (judged as ">")
+    right: str
 
 
 @dataclass(frozen=True)
 class Table:
+    """One table: everything the runner, the report, the claims, the figures and the params checks know of it.
+    `family` "prompt" / "mim": its rows are the registered prompt methods / MIM targets (+ Scratch), found
+    through their registries when asked (`methods_of`), so a new method or target needs no line here."""
     title: str
     notebook: str          # the notebook that measures it
+    upstream: tuple[str, ...] = ()  # notebooks that must have run first (the runner's pipeline)
     paper: bool = True     # False: a workbook-only table (the mini CLIP's zero-shot check)
     layout: str = "methods"  # its paper's shape: "base2new" | "transfer" | "methods" | "datasets" (see paper_table)
-    methods: tuple[str, ...] = ()  # the methods this workbook runs, in order (others' reference rows: context)
+    family: str = ""       # "prompt" | "mim" | "" (fixed `methods`)
+    methods: tuple[str, ...] = ()  # family "": the rows it runs, in order (others' reference rows: context)
     metrics: tuple[tuple[str, str], ...] = ()  # layout "methods": (column label, metric) per column group
     average_of: str = ""   # layout "transfer": what its Average row averages ("targets", "variants")
-    figures: tuple[str, ...] = ()  # its PNGs in results/<profile>/figures/, drawn by the notebook (workbook.plots)
+    figures: tuple[str, ...] = ()  # its PNGs in results/<profile>/figures/; the first is drawn by `plot`
+    plot: str = ""         # the function of workbook.plots that draws its figure
+    claims: tuple[Claim, ...] = ()  # the paper's findings on it (a method's own claims: its module's `claims`)
 
 
-COCOOP_METHODS = ("CLIP", "CoOp", "CoCoOp")
-MVP_METHODS = ("MVP", "Pixel target", "Scratch")
+# Notebooks that make no table of their own: name -> notebooks they need first.
+STAGES: dict[str, tuple[str, ...]] = {"00_setup": (), "10_mvp_pretrain": ("01_mini_world",), "99_report": ()}
 
-# The one registry of tables: the runner's --only, the report's sections and titles read it.
+# The one registry of tables: the runner's pipeline and --only, the report's sections and titles, the claims,
+# the figures and the colours read it.
 TABLES: dict[str, Table] = {
     "mini_clip_zeroshot": Table("Mini CLIP zero-shot accuracy (mini world only)", "01_mini_world", paper=False,
                                 layout="datasets", methods=("CLIP (mini)", "chance"), figures=("mini_clip_zeroshot",)),
-    "imagenet_finetune": Table("MVP: ImageNet-1K fine-tuning top-1", "11_imagenet_finetune", methods=MVP_METHODS,
-                               metrics=(("top-1, best epoch", "acc"), ("top-1, last epoch", "acc_final")),
-                               figures=("imagenet_finetune_curves",)),
-    "ade20k_segmentation": Table("MVP: ADE20K semantic segmentation mIoU", "12_ade20k_segmentation",
-                                 methods=MVP_METHODS, metrics=(("mIoU", "miou"),),
-                                 figures=("ade20k_segmentation_curves", "ade20k_examples")),
-    "cocoop_base2new": Table("CoCoOp Table 1: base-to-new generalisation", "20_cocoop_base2new", layout="base2new",
-                             methods=COCOOP_METHODS, figures=("cocoop_base2new",)),
-    "cocoop_cross_dataset": Table("CoCoOp Table 2: cross-dataset transfer", "21_cocoop_cross_dataset",
-                                  layout="transfer", methods=COCOOP_METHODS, average_of="targets",
-                                  figures=("cocoop_cross_dataset",)),
-    "cocoop_domain_generalization": Table("CoCoOp Table 3: domain generalisation", "22_cocoop_domain_generalization",
-                                          layout="transfer", methods=COCOOP_METHODS, average_of="variants",
-                                          figures=("cocoop_domain_generalization",)),
+    "imagenet_finetune": Table(
+        "MVP: ImageNet-1K fine-tuning top-1", "11_imagenet_finetune", upstream=("10_mvp_pretrain",), family="mim",
+        metrics=(("top-1, best epoch", "acc"), ("top-1, last epoch", "acc_final")),
+        figures=("imagenet_finetune_curves",), plot="imagenet_finetune",
+        claims=(Claim("MVP fine-tunes better than the same pre-training with a pixel target", "MVP", ">", "Pixel target"),
+                Claim("MVP fine-tunes better than training from scratch", "MVP", ">", "Scratch"))),
+    "ade20k_segmentation": Table(
+        "MVP: ADE20K semantic segmentation mIoU", "12_ade20k_segmentation", upstream=("10_mvp_pretrain",),
+        family="mim", metrics=(("mIoU", "miou"),), figures=("ade20k_segmentation_curves", "ade20k_examples"),
+        plot="ade20k_segmentation",
+        claims=(Claim("MVP segments better than the same pre-training with a pixel target", "MVP", ">", "Pixel target"),
+                Claim("MVP segments better than training from scratch", "MVP", ">", "Scratch"))),
+    "cocoop_base2new": Table(
+        "CoCoOp Table 1: base-to-new generalisation", "20_cocoop_base2new", upstream=("01_mini_world",),
+        layout="base2new", family="prompt", figures=("cocoop_base2new",), plot="base2new",
+        claims=(Claim("CoOp fits the base classes better than zero-shot CLIP", "CoOp base", ">", "CLIP base"),
+                Claim("CoOp loses accuracy on the new classes against zero-shot CLIP", "CoOp new", "<", "CLIP new"),
+                Claim("CoCoOp is better than CoOp on the new classes", "CoCoOp new", ">", "CoOp new"),
+                Claim("CoCoOp has the highest H (against CoOp)", "CoCoOp H", ">", "CoOp H"),
+                Claim("CoCoOp has the highest H (against zero-shot CLIP)", "CoCoOp H", ">", "CLIP H"))),
+    "cocoop_cross_dataset": Table(
+        "CoCoOp Table 2: cross-dataset transfer", "21_cocoop_cross_dataset", upstream=("01_mini_world",),
+        layout="transfer", family="prompt", average_of="targets", figures=("cocoop_cross_dataset",),
+        plot="cross_dataset",
+        claims=(Claim("CoCoOp transfers better than CoOp to the other datasets (their average)", "CoCoOp targets",
+                      ">", "CoOp targets"),)),
+    "cocoop_domain_generalization": Table(
+        "CoCoOp Table 3: domain generalisation", "22_cocoop_domain_generalization", upstream=("01_mini_world",),
+        layout="transfer", family="prompt", average_of="variants", figures=("cocoop_domain_generalization",),
+        plot="domain_generalization",
+        claims=(Claim("CoCoOp is at least as good as CoOp on the shifted variants (their average)",
+                      "CoCoOp variants", ">=", "CoOp variants"),)),
 }
+
+
+def methods_of(name: str) -> tuple[str, ...]:
+    """The rows table `name` runs, in order: its registry's methods (family) or its fixed `methods`."""
+    spec = TABLES[name]
+    if spec.family == "prompt":
+        return prompt_methods.names()
+    if spec.family == "mim":
+        return mim_rows()
+    return spec.methods
+
+
+def mim_rows() -> tuple[str, ...]:
+    """The rows of the MVP tables: each registered target's label, then Scratch (no pre-training)."""
+    return tuple(t.label for t in mim_targets.all_targets()) + (SCRATCH,)
+
+
+def is_zero_shot(method: str) -> bool:
+    """A prompt method that trains nothing (its numbers have no seed spread)."""
+    return method in prompt_methods.names() and not prompt_methods.get(method).trains
+
+
+def claims_of(name: str) -> tuple[Claim, ...]:
+    """The table's own claims, then those the prompt methods declare on it (their module's `claims`)."""
+    own = TABLES[name].claims
+    if TABLES[name].family != "prompt":
+        return own
+    added = tuple(Claim(*c[1:]) for m in prompt_methods.names() for c in prompt_methods.get(m).claims if c[0] == name)
+    return own + added
+
+
+def colors() -> dict[str, str]:
+    """A plot colour per row label: each prompt method's and each MIM target's own, Scratch grey."""
+    out = {m: prompt_methods.get(m).color for m in prompt_methods.names()}
+    out.update({t.label: t.color for t in mim_targets.all_targets()})
+    return {k: v for k, v in {**out, SCRATCH: "tab:gray"}.items() if v}
+
+
+def pipeline() -> dict[str, tuple[str, ...]]:
+    """Notebook -> the notebooks it needs first (tables' `upstream` and STAGES); keys in a valid run order."""
+    deps: dict[str, tuple[str, ...]] = dict(STAGES)
+    for spec in TABLES.values():
+        deps[spec.notebook] = tuple(dict.fromkeys(deps.get(spec.notebook, ()) + spec.upstream))
+    return dict(sorted(deps.items()))  # the numbers in the notebooks' names are the run order
+
+
 PAPER_TABLES = tuple(name for name, t in TABLES.items() if t.paper)
 
 
@@ -202,7 +287,7 @@ def _seeds_note(ours: pd.DataFrame, methods: list[str]) -> str:
     counts = ours.dropna(subset=["seed"]).groupby("method")["seed"].nunique()
     def seeds(m: str) -> str:
         n = int(counts.get(m, 0))
-        return "1 run (zero-shot: no training, no seed spread)" if m == "CLIP" else f"{n} seed{'s' if n != 1 else ''}"
+        return "1 run (zero-shot: no training, no seed spread)" if is_zero_shot(m) else f"{n} seed{'s' if n != 1 else ''}"
 
     parts = [f"{m} {seeds(m)}" for m in methods]
     return "ours: mean ± std over seeds (" + "; ".join(parts) + "); Δ = ours − paper."
@@ -283,8 +368,9 @@ def paper_table(name: str, profile: str) -> PaperTable:
     except FileNotFoundError:
         ref = pd.DataFrame(columns=REFERENCE_COLUMNS)
     measured = not ours.empty
-    ran = [m for m in spec.methods if m in set(ours["method"])] if measured else list(spec.methods)
-    methods = ran or list(spec.methods)
+    rows = methods_of(name)
+    ran = [m for m in rows if m in set(ours["method"])] if measured else list(rows)
+    methods = ran or list(rows)
     notes = [_seeds_note(ours, methods)] if measured and spec.paper else []
     if spec.layout == "base2new":
         frame, more = _base2new(ours, ref, methods)
@@ -296,5 +382,5 @@ def paper_table(name: str, profile: str) -> PaperTable:
         frame = _datasets(ours, methods)
     else:
         frame = _methods(ours, ref, methods, spec.metrics)
-    context = ref[~ref["method"].isin(spec.methods)][["method", "dataset", "split", "metric", "value", "source"]]
+    context = ref[~ref["method"].isin(methods)][["method", "dataset", "split", "metric", "value", "source"]]
     return PaperTable(name, spec.title, frame, context.reset_index(drop=True), notes, measured)

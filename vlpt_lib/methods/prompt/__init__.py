@@ -1,8 +1,8 @@
 """The prompt methods: one module each, found through this registry.
 
     from vlpt_lib.methods import prompt as methods
-    cls = methods.get("KgCoOp")                          # the method class (a PromptCLIP)
-    cfg = methods.validate({"method": "KgCoOp", "data_root": "/data", "epochs": 5})   # its Recipe, resolved
+    cls = methods.get("CoOp")                            # the method class (a PromptCLIP)
+    cfg = methods.validate({"method": "CoOp", "data_root": "/data", "epochs": 5})   # its Recipe, resolved
     model = methods.build(cfg, clip_model, tokenizer)    # ready on CLIP, classes set later
 
 Every module of this package registers its method on import (`@register`); a user's method is one file
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+from pathlib import Path
 from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
@@ -72,10 +74,19 @@ def validate(cfg) -> PromptRun:
     return _ADAPTER[1].validate_python(cfg)
 
 
+def input_paths(name: str) -> list[str]:
+    """The source file of a plug-in method outside vlpt_lib (the run cache's code hash covers the package
+    only, so a run of a user's method is keyed by its file too: editing it re-runs its runs)."""
+    source = getattr(sys.modules.get(get(name).__module__), "__file__", None)
+    package = Path(__file__).resolve().parents[2]
+    return [source] if source and not Path(source).resolve().is_relative_to(package) else []
+
+
 def build(cfg: PromptRun, clip_model, tokenizer, text_chunk: int = 2048) -> PromptMethod:
     """The method of a resolved cfg on a frozen CLIP."""
     cls = get(cfg.method)
     return cls(clip_model, tokenizer, text_chunk=text_chunk, **cls.model_kwargs(cfg))
 
 
-__all__ = ["DasslRecipe", "PromptMethod", "PromptRun", "build", "get", "names", "register", "validate"]
+__all__ = ["DasslRecipe", "PromptMethod", "PromptRun", "build", "get", "input_paths", "names", "register",
+           "validate"]

@@ -105,6 +105,16 @@ class PromptMethod(PromptCLIP):
     color: ClassVar[str | None] = None
     trains: ClassVar[bool] = True   # False: zero-shot (no training, one run per dataset, no seed spread)
     order: ClassVar[float] = 100    # where it stands in tables and figures (the built-in ones: by year)
+    # its paper's findings, checked on our numbers: (table, text, left, op, right), sides as in
+    # workbook.claims (e.g. ("cocoop_base2new", "... better on new classes", "X new", ">", "CoOp new"))
+    claims: ClassVar[tuple[tuple[str, str, str, str, str], ...]] = ()
+    # its own hand-written prompt per dataset where its official code differs from CoOp's zero-shot template
+    templates: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def template_for(cls, dataset: str, default: str) -> str:
+        """The hand-written prompt this method uses on `dataset` (`default`: CoOp's, data.coop's template)."""
+        return cls.templates.get(dataset, default)
 
     @classmethod
     def model_kwargs(cls, recipe: PromptRun) -> dict:
