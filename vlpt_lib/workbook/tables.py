@@ -24,7 +24,6 @@ from . import paths
 COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "profile", "run_id"]
 REFERENCE_COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "source"]
 KEYS = ["method", "dataset", "split", "metric"]
-SCRATCH = "Scratch"  # the MVP tables' row without pre-training
 
 
 @dataclass(frozen=True)
@@ -105,13 +104,8 @@ def methods_of(name: str) -> tuple[str, ...]:
     if spec.family == "prompt":
         return prompt_methods.names()
     if spec.family == "mim":
-        return mim_rows()
+        return mim_targets.table_methods()  # each registered target's label, then Scratch
     return spec.methods
-
-
-def mim_rows() -> tuple[str, ...]:
-    """The rows of the MVP tables: each registered target's label, then Scratch (no pre-training)."""
-    return tuple(t.label for t in mim_targets.all_targets()) + (SCRATCH,)
 
 
 def is_zero_shot(method: str) -> bool:
@@ -129,10 +123,9 @@ def claims_of(name: str) -> tuple[Claim, ...]:
 
 
 def colors() -> dict[str, str]:
-    """A plot colour per row label: each prompt method's and each MIM target's own, Scratch grey."""
+    """A plot colour per row label: each prompt method's and each MIM target's own (and Scratch's)."""
     out = {m: prompt_methods.get(m).color for m in prompt_methods.names()}
-    out.update({t.label: t.color for t in mim_targets.all_targets()})
-    return {k: v for k, v in {**out, SCRATCH: "tab:gray"}.items() if v}
+    return {k: v for k, v in {**out, **mim_targets.colors()}.items() if v}
 
 
 def pipeline() -> dict[str, tuple[str, ...]]:
