@@ -29,6 +29,8 @@ class Recipe(DasslRecipe):
     lr: float = Field(0.002, description=f"{CFG} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
     warmup_epochs: int = Field(1, description=f"{CFG} OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant")
     warmup_lr: float = Field(1e-5, description=f"{CFG} OPTIM.WARMUP_CONS_LR 1e-5")
+    test_batch_size: int = Field(100, description=f"{CFG} DATALOADER.TEST.BATCH_SIZE 100")
+    augment: bool = Field(True, description=f"{CFG} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
     kg_weight: float = Field(8.0, description=f"{SCRIPT} TRAINER.COOP.W 8.0 (the w of trainers/kgcoop.py)")
 
 
