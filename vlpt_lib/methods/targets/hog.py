@@ -7,7 +7,9 @@ The official rule is facebookresearch/SlowFast `slowfast/models/operators.py` cl
 1. the input is the normalised image the network sees (configs/masked_ssl/in1k_VIT_B_MaskFeat_PT.yaml:
    ImageNet mean/std), each RGB channel on its own;
 2. gradients by the 3x3 Sobel pair gx = [[1, 0, -1], [2, 0, -2], [1, 0, -1]] (cross-correlation, as conv2d),
-   gy = its transpose, on the image padded by 1 pixel with reflection;
+   gy = its transpose, on the image padded by 1 pixel with reflection (the same depthwise conv2d call, so
+   a pixel whose gradient lies on a bin edge up to rounding tips the same way on the same backend; see
+   `HOGTarget.sobel_gradients`);
 3. per pixel, magnitude sqrt(gx^2 + gy^2) votes into bin floor(atan2(gx, gy) / pi * 9) mod 9: 9 unsigned
    orientation bins of 20 degrees (note the official argument order atan2(gx, gy));
 4. votes summed over 8x8-pixel cells (no Gaussian weighting, no interpolation between bins or cells);
@@ -47,15 +49,26 @@ class HOGTarget(nn.Module):
         self.register_buffer("sobel", torch.stack([sobel_x, sobel_x.t()]).unsqueeze(1), persistent=False)
         self.out_dim = 3 * nbins * (patch // cell) ** 2
 
+    def sobel_gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gx, gy), each (B, C, H, W): the Sobel pair as one depthwise 3x3 cross-correlation per channel
+        (conv2d, groups = C) on the reflect-padded image, the same call as HOGLayerC, so that the same backend
+        rounds the same way. Where the exact gradient lies on a bin edge up to rounding (gx ~ 0 beside gy != 0,
+        e.g. on flat-colour images whose normalised values tie only up to float32 rounding), the bin of the vote
+        (0 or 8) is decided by that rounding, in the official code as here; gx exactly 0 (equal neighbours, and
+        the left and right borders under reflection) votes into bin 0."""
+        c, padded = x.shape[1], F.pad(x, (1, 1, 1, 1), mode="reflect")
+        kernels = self.sobel.to(x.dtype)                                     # (2, 1, 3, 3): x, y
+        gx = F.conv2d(padded, kernels[0:1].repeat(c, 1, 1, 1), groups=c)
+        gy = F.conv2d(padded, kernels[1:2].repeat(c, 1, 1, 1), groups=c)
+        return gx, gy
+
     def cell_histograms(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised image (B, C, H, W) -> L2-normalised cell histograms (B, C, nbins, H / cell, W / cell)."""
         b, c, h, w = x.shape
-        padded = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="reflect")
-        grad = F.conv2d(padded, self.sobel.to(x.dtype))                      # (B*C, 2, H, W): gx, gy
-        gx, gy = grad[:, 0], grad[:, 1]
+        gx, gy = self.sobel_gradients(x)
         magnitude = torch.stack([gx, gy], dim=-1).norm(dim=-1)
         bins = torch.floor(torch.atan2(gx, gy) / math.pi * self.nbins).long() % self.nbins
-        votes = F.one_hot(bins, self.nbins).to(x.dtype) * magnitude.unsqueeze(-1)  # (B*C, H, W, nbins)
+        votes = F.one_hot(bins, self.nbins).to(x.dtype) * magnitude.unsqueeze(-1)  # (B, C, H, W, nbins)
         hc, wc = h // self.cell, w // self.cell
         votes = votes[:, :hc * self.cell, :wc * self.cell]
         hist = votes.reshape(b, c, hc, self.cell, wc, self.cell, self.nbins).sum(dim=(3, 5))  # (B, C, hc, wc, nb)
