@@ -372,8 +372,8 @@ def test_recipe_cards_of_the_paper_profile_resolve_without_running_anything(resu
     p10 = _paper_params("10_mvp_pretrain")
     cfgs = mvp.pretrain_cfgs("paper", p10["pretrain"], p10["targets"], dry=True)
     card = mvp.recipe_card("pretrain", cfgs)
-    assert list(card.columns) == ["clip", "pixel", "paper recipe", "source"] and (card["source"] != "").all()
-    # the paper profile runs the paper recipe; only the baseline row's target differs from MVP's
+    assert list(card.columns) == ["clip", "pixel", "hog", "paper recipe", "source"] and (card["source"] != "").all()
+    # the paper profile runs the paper recipe; only the baseline rows' target differs from MVP's
     assert set(card.index[card["paper recipe"] != ""]) == {"target"}
     assert card.loc["data.color_jitter", "clip"] == "0.4" and card.loc["optim.warmup_lr", "clip"] == "0"
     assert card.loc["data.root", "clip"] == "/data"
@@ -397,7 +397,7 @@ def test_dry_configs_equal_the_ones_that_run(results_root, monkeypatch):
     diff = {"student": {"arch": "smoke"}}
     assert mvp.pretrain_cfgs("smoke", diff, dry=True) == mvp.pretrain_cfgs("smoke", diff)
     exports = mvp.planned_exports("smoke")
-    assert set(exports) == {"clip", "pixel"}
+    assert set(exports) == {"clip", "pixel", "hog"}  # the targets of notebook 10's parameters
     for build in (mvp.finetune_cfg, mvp.segment_cfg):
         assert build("smoke", {}, "MVP", 0, exports, dry=True) == build("smoke", {}, "MVP", 0, exports)
     # a smoke / mini card shows the paper's value beside every value its diff changes
