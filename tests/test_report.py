@@ -51,7 +51,7 @@ def fabricated(results_root):
     tables.save_table("cocoop_cross_dataset", [_acc(m, d, "test", seed, v + seed) for m in ("CoOp", "CoCoOp")
                                                for seed in (1, 2) for d, v in [("ImageNet", 70.0), ("EuroSAT", 40.0)]],
                       "mini")
-    tables.save_table("imagenet_finetune", _mvp_rows("acc", {"MVP": [40.0, 42.0], "Pixel target": [30.0, 31.0],
+    tables.save_table("imagenet_finetune", _mvp_rows("acc", {"MVP": [40.0, 42.0], "Normalised pixels": [30.0, 31.0],
                                                              "Scratch": [39.0, 43.0]}), "mini")
     fig, ax = plt.subplots(figsize=(2, 1))
     ax.plot([0, 1], [0, 1])
@@ -192,11 +192,11 @@ def test_table1_verdicts_from_the_rows():
 
 
 def test_mvp_verdicts_need_two_seeds():
-    rows = tables.to_frame(_mvp_rows("acc", {"MVP": [40.0, 42.0], "Pixel target": [30.0, 31.0],
+    rows = tables.to_frame(_mvp_rows("acc", {"MVP": [40.0, 42.0], "Normalised pixels": [30.0, 31.0],
                                             "Scratch": [39.0, 43.0]}))
     found = {v.claim.right: v for v in claims.verdicts("imagenet_finetune", rows)}
     # MVP 41 ± sqrt(2) vs Pixel 30.5 ± sqrt(0.5): SE sqrt(2/2 + 0.5/2) = sqrt(1.25)
-    assert found["Pixel target"].se == pytest.approx(math.sqrt(1.25)) and found["Pixel target"].word == "holds"
+    assert found["Normalised pixels"].se == pytest.approx(math.sqrt(1.25)) and found["Normalised pixels"].word == "holds"
     assert found["Scratch"].word == "not resolved"  # 41 vs 41
     one = tables.to_frame(_mvp_rows("acc", {"MVP": [40.0], "Scratch": [30.0]}))
     assert claims.verdicts("imagenet_finetune", one)[1].word == "one seed: no spread"

@@ -31,10 +31,10 @@ def test_builtin_targets_are_found_in_the_package():
 
 
 def test_table_rows_and_colours_come_from_the_registry():
-    assert targets.table_methods(["clip", "pixel", "hog"]) == ("MVP", "Pixel target", "HOG", "Scratch")
+    assert targets.table_methods(["clip", "pixel", "hog"]) == ("MVP", "Normalised pixels", "HOG", "Scratch")
     assert targets.method_targets()["HOG"] == "hog" and targets.method_targets()["Scratch"] is None
-    assert {k: targets.colors()[k] for k in ("MVP", "Pixel target", "Scratch")} == {
-        "MVP": "tab:orange", "Pixel target": "tab:blue", "Scratch": "tab:gray"}
+    assert {k: targets.colors()[k] for k in ("MVP", "Normalised pixels", "Scratch")} == {
+        "MVP": "tab:orange", "Normalised pixels": "tab:blue", "Scratch": "tab:gray"}
 
 
 def test_only_clip_needs_the_teacher():

@@ -12,7 +12,7 @@ from ...models.mvp import PixelTarget
 from . import register
 
 
-@register("pixel", label="Pixel target", color="tab:blue", loss="mse", rank=10)
+@register("pixel", label="Normalised pixels", color="tab:blue", loss="mse", rank=10)
 def build(patch, mean, std, clip_model=None, precision="auto"):
     """Per-patch normalised pixels of the student's normalised input (MAE norm_pix), MSE."""
     return PixelTarget(patch, mean, std)
