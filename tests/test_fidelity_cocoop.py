@@ -333,7 +333,7 @@ def _paper_configs(nb: str) -> dict:
 @pytest.mark.parametrize("nb", list(NOTEBOOKS))
 def test_paper_configs_have_no_undocumented_field(nb):
     configs = _paper_configs(nb)
-    assert {k.split(" ")[0] for k in configs} == {"CoOp", "CoCoOp"}
+    assert {k.split(" ")[0] for k in configs} == {"CoOp", "CoCoOp", "KgCoOp"}
     for label, cfg in configs.items():
         assert recipe.undocumented(cfg) == [], label
     card = recipe.recipe_card(configs)

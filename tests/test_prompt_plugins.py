@@ -1,8 +1,12 @@
-"""A prompt method is one file: a toy method written into a temporary folder, named in $VLPT_PLUGINS, runs
-through the prompt job (in this process and in a torchrun-free child: the registry imports it anywhere)
-and fills a smoke Table 1 (rows, paper-shaped table, figure, claims) with no other file touched."""
+"""A prompt method is one file: a toy method written into a temporary folder, named in $VLPT_PLUGINS, is found
+by the registry (in this process and in a child process, as torchrun ranks and papermill kernels are), runs
+through the prompt job and fills a smoke Table 1 (rows, paper-shaped table, figure, claims) with no other file
+touched."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from types import SimpleNamespace
 
@@ -69,6 +73,12 @@ def test_a_plugin_file_registers_its_method(toy_method):
     cfg = P.Config.model_validate({"method": "ToyLS", "data_root": "."})
     assert (type(cfg).__name__, cfg.smoothing, cfg.epochs) == ("Recipe", 0.1, 10)
     assert methods.input_paths("ToyLS") == [str(toy_method)]  # its file keys its runs
+
+
+def test_a_child_process_finds_the_plugin(toy_method):
+    code = "from vlpt_lib.methods import prompt; print(prompt.get('ToyLS').__module__)"
+    out = subprocess.run([sys.executable, "-c", code], env=os.environ.copy(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() != ""
 
 
 def test_each_method_refuses_the_fields_of_another(toy_method):

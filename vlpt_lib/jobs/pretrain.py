@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 from ..data.imagefolder import SPLITS, ImageNetFolder, limit
 from ..data.synthetic import SyntheticImages
 from ..methods import targets
-from ..models.clip import _is_path, load_clip
+from ..models.clip import load_clip
 from ..models.masking import BlockMaskGenerator
 from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, save_exported
 from ..training import loop, optim
@@ -290,11 +290,6 @@ def imagenet_paths(root: str | None, splits: list[str]) -> list[str]:
     bases = [Path(root) / "imagenet", Path(root)]
     return ([str(b / "classnames.txt") for b in bases]
             + [str(b / "images" / SPLITS.get(s, s)) for b in bases for s in splits])
-
-
-def weights_file(pretrained: str | None) -> list[str]:
-    """A CLIP weights file is read too (an open_clip tag or random weights is not a file)."""
-    return [pretrained] if pretrained and _is_path(pretrained) else []
 
 
 def data_paths(cfg: dict) -> list[str]:

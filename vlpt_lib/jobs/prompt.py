@@ -19,6 +19,7 @@ run folder of this job) evaluates its learned prompts without training. Returns 
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def run(cfg: dict, run_dir) -> dict:
     history: list[dict] = []
     train_info = {}
     if cfg.load_from:
+        check_trained_by(cfg.method, Path(cfg.load_from))
         state = checkpoint.load(Path(cfg.load_from), map_location="cpu")
         if state is None:
             raise FileNotFoundError(f"no trained prompts (last.pt) in {cfg.load_from}")
@@ -137,6 +139,15 @@ def run(cfg: dict, run_dir) -> dict:
              "metric": "acc", "value": r["acc"], "run_id": run_dir.name} for r in results]
     return {"rows": rows, "eval": results, "train": train_info, "history": history,
             "world_size": distributed.world_size(), "device": str(device), "seconds": round(time.time() - start, 2)}
+
+
+def check_trained_by(method: str, run_dir: Path) -> None:
+    """`load_from` must be a run of the same method: another method's learner may load without error (CoOp's
+    context fits KgCoOp's) and would be evaluated under the wrong name."""
+    config = run_dir / "config.json"
+    trained = json.loads(config.read_text()).get("cfg", {}).get("method") if config.exists() else None
+    if trained not in (None, method):
+        raise ValueError(f"load_from {run_dir} was trained by {trained!r}, not {method!r}: point it at a {method} run")
 
 
 def drop_last(n_images: int, batch_size: int) -> bool:

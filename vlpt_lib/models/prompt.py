@@ -2,12 +2,10 @@
 CoCoOp path. The methods themselves (zero-shot CLIP, CoOp, CoCoOp, ...) are in vlpt_lib.methods.prompt.
 
 Prompt of class k:  [SOS] ctx_1 .. ctx_M  <class name> .  [EOT]
-- CoOp: the M context vectors are shared by all classes and images (learned).
-- CoCoOp: a Meta-Net maps the L2-normalised image feature x to pi(x) (Linear(vis, vis//16) -> ReLU ->
-  Linear(vis//16, ctx_dim)); every context vector becomes ctx_i + pi(x), so each image gets its own
-  set of class prompts (official trainers/cocoop.py: image features are normalised before the
-  Meta-Net; the bias is added to all M vectors).
-- CLIP (zero-shot): the hand-written per-dataset template, no learned parameters.
+The M context vectors are learned (`PromptLearner.ctx`); with `conditional`, a Meta-Net maps the
+L2-normalised image feature x to pi(x) (Linear(vis, vis//16) -> ReLU -> Linear(vis//16, ctx_dim)) and every
+context vector becomes ctx_i + pi(x), so each image gets its own class prompts (CoCoOp, official
+trainers/cocoop.py: image features are normalised before the Meta-Net; the bias is added to all M vectors).
 
 Fast exact CoCoOp (`PromptCLIP.encode_prompts`): all (image, class) prompts of a batch are encoded in
 one pass through the text transformer, in chunks of at most `text_chunk` prompts to bound memory.
@@ -133,8 +131,7 @@ class PromptCLIP(nn.Module):
             gen = torch.Generator().manual_seed(seed_ctx) if seed_ctx is not None else None
             ctx_vectors = torch.randn(n_ctx, ctx_dim, generator=gen) * 0.02  # N(0, 0.02) as CoOp
             prefix_text = " ".join(["X"] * n_ctx)
-        self.prompt_learner = PromptLearner(ctx_vectors, vis_dim, conditional=self.conditional,
-                                            prompt_prefix=prefix_text)
+        self.prompt_learner = self.build_learner(ctx_vectors, vis_dim, prefix_text)
         self.prompt_learner.to(self._device())
         self.classnames: list[str] = []
         self._zs_cache: dict[tuple, torch.Tensor] = {}  # CLIP is frozen: the same class list gives the same weights
@@ -144,7 +141,17 @@ class PromptCLIP(nn.Module):
     def _device(self) -> torch.device:
         return self.clip.logit_scale.device
 
+    def build_learner(self, ctx_vectors: torch.Tensor, vis_dim: int, prompt_prefix: str) -> PromptLearner:
+        """Everything the method learns, in one module: it is what the optimizer steps, the checkpoint holds
+        and `load_from` restores. A method with parts of its own returns a PromptLearner subclass holding them."""
+        return PromptLearner(ctx_vectors, vis_dim, conditional=self.conditional, prompt_prefix=prompt_prefix)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
+        learned = {id(p) for p in self.prompt_learner.parameters()}
+        stray = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in learned]
+        if stray:
+            raise ValueError(f"{type(self).__name__}: trainable parameters outside prompt_learner ({stray[:3]}): "
+                             "they would be neither stepped nor saved; build them in build_learner()")
         return [p for p in self.prompt_learner.parameters() if p.requires_grad]
 
     def set_classnames(self, classnames: Sequence[str], template: str | None = None) -> None:
@@ -166,9 +173,10 @@ class PromptCLIP(nn.Module):
         if not self.classnames:
             raise RuntimeError("call set_classnames(...) before zeroshot_weights()")
         key = (tuple(self.classnames), self.template)  # e.g. ImageNet, -V2 and -Sketch share 1,000 classes
-        if key not in self._zs_cache:
-            self._zs_cache[key] = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
-                                                      device=self._device(), batch_size=self.text_chunk).t()
+        if key not in self._zs_cache:  # fp32 even when asked inside an evaluation's or a step's autocast
+            with torch.autocast(self._device().type, enabled=False):
+                self._zs_cache[key] = zeroshot_classifier(self.clip, self.tokenizer, self.classnames, self.template,
+                                                          device=self._device(), batch_size=self.text_chunk).t()
         return self._zs_cache[key]
 
     def train(self, mode: bool = True):

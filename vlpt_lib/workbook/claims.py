@@ -26,12 +26,6 @@ from . import tables
 from .tables import TABLES, Claim, claims_of, harmonic_mean, is_zero_shot, per_seed_mean
 
 
-
-def claims() -> dict[str, tuple[Claim, ...]]:
-    """Every table's claims (its spec's and those its methods declare), tables without any left out."""
-    return {name: found for name in TABLES if (found := claims_of(name))}
-
-
 @dataclass(frozen=True)
 class Verdict:
     table: str

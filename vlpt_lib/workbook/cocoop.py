@@ -60,8 +60,8 @@ def method_recipe(recipe: dict, method: str, dataset: str | None = None) -> dict
 
 def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str = "base",
             eval: list | None = None, load_from: str | None = None) -> dict:
-    """The cfg (a diff on the method's Recipe) of one run. A zero-shot method gets no recipe (its runs do not
-    depend on it) except CLIP_KEYS."""
+    """The cfg (a diff on the method's Recipe) of one run. A zero-shot method trains nothing: of the "common"
+    block it takes CLIP_KEYS only (how it is tested: the dry run caps its test images), and its own block."""
     recipe = method_recipe(params.get("recipe"), method, dataset)
     cfg = {"method": method, "dataset": dataset, "subsample": subsample, "seed": int(seed)}
     if params.get("data_root") is not None:
@@ -70,8 +70,10 @@ def job_cfg(params: dict, method: str, dataset: str, seed: int, subsample: str =
         cfg["clip"] = dict(params["clip"])
     if methods.get(method).trains:
         cfg.update(recipe)
-    else:  # zero-shot CLIP trains nothing: only how it is tested applies (the dry run caps its test images)
-        cfg.update({k: recipe[k] for k in CLIP_KEYS if k in recipe})
+    else:
+        common = (params.get("recipe") or {}).get("common") or {}
+        cfg.update({k: common[k] for k in CLIP_KEYS if k in common})
+        cfg.update((params.get("recipe") or {}).get(method) or {})
     cfg.update({k: params[k] for k in RUN_KEYS if params.get(k) is not None})
     if eval is not None:
         cfg["eval"] = eval
@@ -95,14 +97,18 @@ def check_recipe(recipe) -> None:
         if not isinstance(by_dataset, dict) or not all(isinstance(v, int) for v in by_dataset.values()):
             raise ValueError(f"recipe[{block!r}]['epochs_by_dataset'] must map dataset names to epochs, "
                              f"got {by_dataset!r}")
-    trained = [m for m in methods.names() if methods.get(m).trains]
-    for method in trained:  # "common" must fit every trained method
-        diff = method_recipe(recipe, method)
+    # "common" must fit every built-in trained method; each method's block, its own Recipe (a plug-in's
+    # narrower Recipe is checked when the recipe has a block for it)
+    built_in = [m for m in methods.names() if methods.get(m).trains and not methods.input_paths(m)]
+    for method in dict.fromkeys(built_in + [b for b in recipe if b != "common"]):
+        cfg = job_cfg({"data_root": ".", "recipe": recipe}, method, "Caltech101", 1)
+        cfg.pop("epochs_by_dataset", None)
         try:
-            Config.model_validate({"data_root": ".", **diff, "method": method})
+            Config.model_validate(cfg)
         except ValidationError as err:
             e = err.errors()[0]
-            key = str(e["loc"][-1]) if e["loc"] else "?"  # the union reports (method, key)
+            loc = e["loc"][1:] if e["loc"] and e["loc"][0] == method else e["loc"]  # the union adds the method
+            key = str(loc[0]) if loc else "?"
             block = method if key in (recipe.get(method) or {}) else "common"
             what = "is not a key of" if e["type"] == "extra_forbidden" else f"is invalid ({e['msg']}) for"
             raise ValueError(f"recipe[{block!r}][{key!r}] {what} {method}'s Recipe "
@@ -123,15 +129,15 @@ def recipe_configs(params: dict, names: Sequence[str], datasets: Sequence[str], 
     for method in names:
         if not methods.get(method).trains:
             continue
-        groups: dict[str, tuple[list[str], Config]] = {}
+        groups: dict[str, tuple[list[str], PromptRun]] = {}
         for dataset in datasets:
             cfg = Config.model_validate(job_cfg(params, method, dataset, seeds[0] if seeds else 1, subsample))
             key = cfg.model_copy(update={"dataset": ""}).model_dump_json()
             groups.setdefault(key, ([], cfg))[0].append(dataset)
-        for names, cfg in groups.values():
-            more = f" +{len(names) - 1}" if len(names) > 1 else ""
-            label = method if len(groups) == 1 else f"{method} ({names[0]}{more})"
-            out[label] = cfg.model_copy(update={"dataset": ", ".join(names)})  # the datasets this column covers
+        for covered, cfg in groups.values():
+            more = f" +{len(covered) - 1}" if len(covered) > 1 else ""
+            label = method if len(groups) == 1 else f"{method} ({covered[0]}{more})"
+            out[label] = cfg.model_copy(update={"dataset": ", ".join(covered)})  # the datasets this column covers
     return out
 
 

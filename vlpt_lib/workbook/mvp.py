@@ -59,16 +59,6 @@ def targets_of(methods: Iterable[str]) -> list[str]:
     return [rows[m] for m in methods if rows[m] is not None]
 
 
-def __getattr__(name: str):
-    """TARGETS (every registered target name) and METHOD_TARGET (`method_targets()`), read from the registry
-    when asked for, so plug-ins loaded later are in them."""
-    if name == "TARGETS":
-        return mim_targets.names()
-    if name == "METHOD_TARGET":
-        return method_targets()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ----- parameters ---------------------------------------------------------------------------------
 def _checker(name: str, config: type[BaseModel]) -> Callable[[object], None]:
     def check(diff) -> None:
@@ -308,7 +298,7 @@ def init_of(method: str, exports: Mapping[str, dict]) -> dict:
     if target is not None and target not in exports:
         raise ValueError(f"method {method!r} starts from target {target!r}, which the pre-training index does not "
                          f"hold (it holds {sorted(exports)}): add it to notebook 10's targets")
-    arch = exports[target] if target else exports.get("clip") or next(iter(exports.values()))
+    arch = exports[target] if target else next(iter(exports.values()))  # one student config for every target
     return {"checkpoint": exports[target]["export"] if target else None, "model_name": arch["model_name"],
             "kwargs": arch["kwargs"]}
 

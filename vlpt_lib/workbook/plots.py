@@ -7,7 +7,7 @@ runs' histories. The notebooks show the figure and save it under the table's `fi
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np

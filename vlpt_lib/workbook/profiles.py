@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.check import data_requirements as check
-from ..data.world_layout import MINI_DATASETS, MINI_VARIANTS  # noqa: F401  (notebook 01_mini_world's lists)
 from ..worlds.mini_world import config_hash, ensure_world, world_config
 from ..worlds.paper_world import ensure_paper_world
 from ..jobs.launch import run_dir_for, run_job

@@ -37,10 +37,17 @@ def register(cls: type[PromptMethod]) -> type[PromptMethod]:
     return cls
 
 
+_BUILT_IN_LOADED = False
+
+
 def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import the package's method modules (once) and the plug-ins named in $VLPT_PLUGINS (each file once)."""
+    global _BUILT_IN_LOADED
+    if not _BUILT_IN_LOADED:
+        for info in pkgutil.iter_modules(__path__):
+            if info.name != "base":
+                importlib.import_module(f"{__name__}.{info.name}")
+        _BUILT_IN_LOADED = True
     load_plugins()
 
 

@@ -5,7 +5,10 @@ A method's module (one file in this package, or a user's file named in $VLPT_PLU
 - `Recipe`: a pydantic model, `PromptRun` (or `DasslRecipe` when it trains) with `method: Literal["<name>"]`
   and its paper's official values as defaults, each field's `description` naming its source;
 - the method class: a `PromptMethod` subclass with `name`, `Recipe`, `color`, and its rule for logits
-  (and, when it adds a loss term, `training_loss`), registered with `@register`.
+  (and, when it adds a loss term, `training_loss`), registered with `@register`. Everything it learns lives
+  in `prompt_learner` (`build_learner`: the optimizer steps it, the checkpoint holds it); what it reads from
+  the frozen CLIP goes through PromptCLIP's small interface (encode_images, logit_scale, zeroshot_weights,
+  encode_prompts, shared_text_features).
 The prompt job validates a cfg against the union of the registered `Recipe`s, discriminated by `method`.
 """
 from __future__ import annotations
@@ -118,5 +121,8 @@ class PromptMethod(PromptCLIP):
 
     @classmethod
     def model_kwargs(cls, recipe: PromptRun) -> dict:
-        """The constructor arguments this method takes from its resolved recipe (beyond CLIP and tokenizer)."""
+        """The constructor arguments this method takes from its resolved recipe (beyond CLIP and tokenizer):
+        a DasslRecipe's context; nothing from a plain PromptRun (a zero-shot method)."""
+        if not isinstance(recipe, DasslRecipe):
+            return {}
         return {"n_ctx": recipe.n_ctx, "ctx_init": recipe.ctx_init or None, "seed_ctx": recipe.seed}

@@ -23,10 +23,6 @@ class ZeroShotCLIP(PromptMethod):
     trains = False
     order = 0
 
-    @classmethod
-    def model_kwargs(cls, recipe: PromptRun) -> dict:
-        return {}
-
     def trainable_parameters(self) -> list:
         return []
 

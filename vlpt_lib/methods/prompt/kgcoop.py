@@ -40,15 +40,14 @@ class KgCoOp(PromptMethod):
     Recipe = Recipe
     color = "tab:green"
     order = 3
-    # the paper's findings (Tables 1-2: average new accuracy, H and the 10 targets' average above CoOp's)
     # trainers/kgcoop.py CUSTOM_TEMPLATES: CoOp's zero-shot templates except this one ("{} texture." in CoOp's)
     templates = {"DescribableTextures": "a photo of a {}, a type of texture."}
+    # the paper's base-to-new findings (its 11-dataset average, htyao89/KgCoOp readme: 80.73 / 73.60 / 77.00,
+    # against CoOp's 82.69 / 63.22 / 71.66 in CoCoOp's Table 1)
     claims = (("cocoop_base2new", "KgCoOp is better than CoOp on the new classes", "KgCoOp new", ">", "CoOp new"),
-              ("cocoop_base2new", "KgCoOp has a higher H than CoOp", "KgCoOp H", ">", "CoOp H"),
-              ("cocoop_cross_dataset", "KgCoOp transfers better than CoOp to the other datasets (their average)",
-               "KgCoOp targets", ">", "CoOp targets"))
+              ("cocoop_base2new", "KgCoOp has a higher H than CoOp", "KgCoOp H", ">", "CoOp H"))
 
-    def __init__(self, *args, kg_weight: float = 8.0, **kwargs):
+    def __init__(self, *args, kg_weight: float = Recipe.model_fields["kg_weight"].default, **kwargs):
         super().__init__(*args, **kwargs)
         self.kg_weight = float(kg_weight)
 

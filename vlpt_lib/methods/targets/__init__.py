@@ -21,6 +21,8 @@ know about it:
   `color`: its colour in plots (any matplotlib colour).
 - `needs_clip`: the job loads the CLIP teacher for it, and its weights file joins the run's input fingerprint
   (`input_paths`).
+- `claims`: comparisons the MVP tables check on our numbers, as (table, text, left, op, right) with row
+  labels as sides (workbook.claims), e.g. ("imagenet_finetune", "...", "MVP", ">", "HOG").
 
 Built-in targets are the modules of this package (pkgutil); a user's own module is named in $VLPT_PLUGINS
 (a file path or module name; `vlpt_lib.methods.plugins`), so torchrun / SLURM ranks and papermill kernels
@@ -58,6 +60,7 @@ class Target:
     needs_clip: bool = False
     description: str = ""
     rank: int = 100
+    claims: tuple = ()  # (table, text, left, op, right): findings on the MVP tables it asks to be checked
     module: str = field(default="", compare=False)
 
     @property
@@ -88,7 +91,8 @@ _builtins_loaded = False
 
 
 def register(name: str | Target, *, label: str | None = None, color: str = "tab:gray", loss: Loss = "mse",
-             needs_clip: bool = False, description: str = "", rank: int = 100, replace: bool = False):
+             needs_clip: bool = False, description: str = "", rank: int = 100, claims: tuple = (),
+             replace: bool = False):
     """Register a target: `register(Target(...))`, or as a decorator on the builder
     `@register("name", label=..., color=..., loss=..., needs_clip=...)`. A second target under a registered
     name is refused unless `replace=True` (the same module registering again, e.g. re-imported, replaces)."""
@@ -100,7 +104,7 @@ def register(name: str | Target, *, label: str | None = None, color: str = "tab:
     def decorator(build: Callable[..., torch.nn.Module]):
         _add(Target(name=name, label=label or name, color=color, build=build, loss=loss, needs_clip=needs_clip,
                     description=description or (build.__doc__ or "").strip().split("\n")[0], rank=rank,
-                    module=getattr(build, "__module__", "")), replace)
+                    claims=tuple(claims), module=getattr(build, "__module__", "")), replace)
         return build
     return decorator
 

@@ -70,7 +70,7 @@ class HOGTarget(nn.Module):
         bins = torch.floor(torch.atan2(gx, gy) / math.pi * self.nbins).long() % self.nbins
         votes = F.one_hot(bins, self.nbins).to(x.dtype) * magnitude.unsqueeze(-1)  # (B, C, H, W, nbins)
         hc, wc = h // self.cell, w // self.cell
-        votes = votes[:, :hc * self.cell, :wc * self.cell]
+        votes = votes[:, :, :hc * self.cell, :wc * self.cell]  # (B, C, H, W, nbins): whole cells only
         hist = votes.reshape(b, c, hc, self.cell, wc, self.cell, self.nbins).sum(dim=(3, 5))  # (B, C, hc, wc, nb)
         return F.normalize(hist, p=2, dim=-1).permute(0, 1, 4, 2, 3)
 
@@ -83,7 +83,14 @@ class HOGTarget(nn.Module):
         return hist.permute(0, 2, 4, 1, 3, 5).reshape(b, (hc // u) * (wc // u), c * nb * u * u)
 
 
-@register("hog", label="HOG", color="tab:green", loss="mse", rank=20)
+QUESTION = "(MVP's question asked of a target its paper did not test)"
+
+
+@register("hog", label="HOG", color="tab:green", loss="mse", rank=20, claims=(
+    ("imagenet_finetune", f"MVP fine-tunes better than the same pre-training with MaskFeat's HOG target {QUESTION}",
+     "MVP", ">", "HOG"),
+    ("ade20k_segmentation", f"MVP segments better than the same pre-training with MaskFeat's HOG target {QUESTION}",
+     "MVP", ">", "HOG")))
 def build(patch, mean, std, clip_model=None, precision="auto"):
     """MaskFeat HOG: 9 unsigned orientation bins, 8x8-pixel cells, per RGB channel, L2 per cell; MSE."""
     return HOGTarget(patch, mean, std)
