@@ -15,15 +15,11 @@ import importlib
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter
 
 from ..plugins import load_plugins
 from .base import DasslRecipe, PromptMethod, PromptRun
 
 _REGISTRY: dict[str, type[PromptMethod]] = {}
-_ADAPTER: tuple[tuple, TypeAdapter] | None = None
 
 
 def register(cls: type[PromptMethod]) -> type[PromptMethod]:
@@ -66,19 +62,14 @@ def get(name: str) -> type[PromptMethod]:
 
 
 def validate(cfg) -> PromptRun:
-    """A prompt job cfg (a dict, or a resolved Recipe) -> its method's Recipe, validated and with defaults."""
-    global _ADAPTER
+    """A prompt job cfg (a dict, or a resolved Recipe) -> its method's Recipe, validated and with defaults: the
+    union of the registered Recipes, discriminated by `method` (an error names the offending key as it is)."""
     if isinstance(cfg, PromptRun):
         cfg = cfg.model_dump()
     method = cfg.get("method") if isinstance(cfg, dict) else None
     if method is None:
         raise ValueError("a prompt job cfg needs `method` (one of: " + ", ".join(names()) + ")")
-    get(method)  # a clear error for an unknown name
-    recipes = tuple(cls.Recipe for cls in _REGISTRY.values())
-    if _ADAPTER is None or _ADAPTER[0] != recipes:
-        union = recipes[0] if len(recipes) == 1 else Annotated[Union[recipes], Field(discriminator="method")]
-        _ADAPTER = (recipes, TypeAdapter(union))
-    return _ADAPTER[1].validate_python(cfg)
+    return get(method).Recipe.model_validate(cfg)
 
 
 def input_paths(name: str) -> list[str]:
