@@ -62,9 +62,9 @@ TOY = textwrap.dedent('''
 def toy_method(tmp_path, monkeypatch):
     path = tmp_path / "toy_ls.py"  # a new path per test: the plug-in loader imports each file once
     path.write_text(TOY)
-    monkeypatch.setenv("VLPT_PLUGINS", str(path))
-    methods.names()  # the built-in methods are registered before the copy
+    methods.names()  # the built-in methods are registered before the copy (and the toy is not yet named)
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))  # the toy leaves with the test
+    monkeypatch.setenv("VLPT_PLUGINS", str(path))
     return path
 
 
@@ -86,6 +86,10 @@ def test_each_method_refuses_the_fields_of_another(toy_method):
         P.Config.model_validate({"method": "CoOp", "data_root": ".", "smoothing": 0.2})
     with pytest.raises(ValueError, match="epochs"):
         P.Config.model_validate({"method": "CLIP", "data_root": ".", "epochs": 2})
+
+
+def test_the_toy_is_gone_after_its_test():
+    assert "ToyLS" not in methods.names()
 
 
 def test_an_unknown_method_names_the_registered_ones():
