@@ -142,8 +142,8 @@ def run(cfg: dict, run_dir) -> dict:
 
 
 def check_trained_by(method: str, run_dir: Path) -> None:
-    """`load_from` must be a run of the same method: another method's learner may load without error (CoOp's
-    context fits KgCoOp's) and would be evaluated under the wrong name."""
+    """`load_from` must be a run of the same method: another method's learner may load without error (two
+    methods with the same context shape) and would be evaluated under the wrong name."""
     config = run_dir / "config.json"
     trained = json.loads(config.read_text()).get("cfg", {}).get("method") if config.exists() else None
     if trained not in (None, method):
