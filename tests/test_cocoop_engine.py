@@ -145,3 +145,10 @@ def test_bench_cocoop_smoke(tmp_path, monkeypatch, capsys):
     assert out["max_abs_logit_diff"] < 1e-4
     assert "cocoop train speedup:" in capsys.readouterr().out.strip().splitlines()[-1]
     assert (tmp_path / "bench" / "cocoop_cpu.json").exists() and (tmp_path / "bench" / "cocoop_cpu.png").exists()
+
+
+def test_load_from_refuses_another_methods_run(tmp_path):
+    (tmp_path / "config.json").write_text('{"job": "prompt", "cfg": {"method": "CoOp"}}')
+    P.check_trained_by("CoOp", tmp_path)  # its own method: fine
+    with pytest.raises(ValueError, match="trained by 'CoOp', not 'KgCoOp'"):
+        P.check_trained_by("KgCoOp", tmp_path)
