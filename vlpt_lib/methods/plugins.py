@@ -60,6 +60,18 @@ def load_plugin(entry: str) -> ModuleType:
     return module
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vlpt_lib/
+
+
+def source_outside_package(module_name: str) -> list[str]:
+    """[the module's source file] when it lies outside vlpt_lib (a plug-in), else []: the run cache's code hash
+    covers the package only, so a plug-in's runs are keyed by its file too (editing it re-runs them)."""
+    source = getattr(sys.modules.get(module_name), "__file__", None)
+    if source and not Path(source).resolve().is_relative_to(_PACKAGE_DIR):
+        return [str(Path(source).resolve())]
+    return []
+
+
 def load_plugins(env_var: str = ENV_VAR) -> list[ModuleType]:
     """Import every plug-in listed in $env_var (each once per process); return them in order."""
     return [load_plugin(entry) for entry in plugin_entries(env_var)]

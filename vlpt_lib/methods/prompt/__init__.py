@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
-from pathlib import Path
 
-from ..plugins import load_plugins
+from ..plugins import load_plugins, source_outside_package
 from .base import DasslRecipe, PromptMethod, PromptRun
 
 _REGISTRY: dict[str, type[PromptMethod]] = {}
@@ -75,9 +73,7 @@ def validate(cfg) -> PromptRun:
 def input_paths(name: str) -> list[str]:
     """The source file of a plug-in method outside vlpt_lib (the run cache's code hash covers the package
     only, so a run of a user's method is keyed by its file too: editing it re-runs its runs)."""
-    source = getattr(sys.modules.get(get(name).__module__), "__file__", None)
-    package = Path(__file__).resolve().parents[2]
-    return [source] if source and not Path(source).resolve().is_relative_to(package) else []
+    return source_outside_package(get(name).__module__)
 
 
 def build(cfg: PromptRun, clip_model, tokenizer, text_chunk: int = 2048) -> PromptMethod:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from . import register
-from .base import DasslRecipe, PromptMethod, PromptRun
+from .base import DasslRecipe, PromptRun
+from .coop import CoOp
 
 CFG = "KgCoOp configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"
 SCRIPT = "KgCoOp scripts/base2new_train.sh"
@@ -35,7 +36,7 @@ class Recipe(DasslRecipe):
 
 
 @register
-class KgCoOp(PromptMethod):
+class KgCoOp(CoOp):  # CoOp's context and logits; its own recipe and training loss
     name = "KgCoOp"
     Recipe = Recipe
     color = "tab:green"
@@ -54,9 +55,6 @@ class KgCoOp(PromptMethod):
     @classmethod
     def model_kwargs(cls, recipe: PromptRun) -> dict:
         return {**super().model_kwargs(recipe), "kg_weight": recipe.kg_weight}
-
-    def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.logit_scale() * image_features @ self.shared_text_features().t().to(image_features.dtype)
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         text = self.shared_text_features()  # (K, D) normalised, with grad

@@ -33,19 +33,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Union
 
 import torch
 
 from ...models.clip import _is_path  # a weights file, not an open_clip tag
 from ...models.mvp import masked_loss
-from ..plugins import load_plugins
+from ..plugins import load_plugins, source_outside_package
 
 LOSSES = ("cosine", "mse")
-_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # vlpt_lib/
 Loss = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
@@ -80,10 +77,7 @@ class Target:
         source file of a plug-in module outside vlpt_lib (whose code the package's code hash does not cover, so
         editing it re-runs its pre-training)."""
         paths = [clip_pretrained] if self.needs_clip and clip_pretrained and _is_path(clip_pretrained) else []
-        source = getattr(sys.modules.get(self.module), "__file__", None)
-        if source and not Path(source).resolve().is_relative_to(_PACKAGE_DIR):
-            paths.append(str(Path(source).resolve()))
-        return paths
+        return paths + source_outside_package(self.module)
 
 
 _registry: dict[str, Target] = {}
