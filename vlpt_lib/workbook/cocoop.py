@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from ..data.coop import FOLDER_SPLIT_NOTE, base_label
-from ..jobs.launch import run_dir_for, run_job
+from ..jobs.launch import run_dir_for, run_jobs
 from ..jobs.prompt import Config
 from ..methods import prompt as methods
 from ..methods.prompt.base import PromptRun
@@ -154,44 +154,38 @@ def recipe_card(params: dict, names: Sequence[str], datasets: Sequence[str], see
 def base2new_runs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
                   **launch) -> list[dict]:
     """Table 1: one job per (method, dataset, seed) trained on the base half, tested on base and new.
-    Zero-shot CLIP needs one seed. Finished runs come from the run cache."""
-    rows = []
-    for dataset in datasets:
-        for method in names:
-            for seed in (seeds if methods.get(method).trains else seeds[:1]):
-                rows += run_job("prompt", job_cfg(params, method, dataset, seed, "base"), runs_dir, **launch)["rows"]
-    return rows
-
-
-def transfer_rows(params: dict, method: str, source: str, seed: int, targets: Sequence[str], runs_dir,
-                  **launch) -> list[dict]:
-    """Rows of `method` trained on all classes of `source` (or zero-shot CLIP) tested on source + targets.
-
-    Tables 2 and 3 share the source-trained runs through the run cache. The training run already
-    tests on the source, so the evaluation-only run covers the targets alone (one row per seed each).
-    """
-    evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
-    if not methods.get(method).trains:
-        evals = [{"dataset": source, "subsample": "all", "split": "test"}] + evals
-        rows = run_job("prompt", job_cfg(params, method, source, seed, "all", eval=evals), runs_dir, **launch)["rows"]
-    else:
-        train_cfg = job_cfg(params, method, source, seed, "all")
-        trained = run_job("prompt", train_cfg, runs_dir, **launch)
-        eval_cfg = job_cfg(params, method, source, seed, "all", eval=evals,
-                           load_from=run_dir_for("prompt", train_cfg, runs_dir))
-        rows = trained["rows"] + run_job("prompt", eval_cfg, runs_dir, **launch)["rows"]
-    keep = {source, *targets}
-    return [r for r in rows if base_label(r["dataset"]) in keep]
+    Zero-shot CLIP needs one seed. Finished runs come from the run cache. `launch`: run_jobs' options."""
+    cfgs = [job_cfg(params, method, dataset, seed, "base") for dataset in datasets for method in names
+            for seed in (seeds if methods.get(method).trains else seeds[:1])]
+    return [row for result in run_jobs([("prompt", cfg) for cfg in cfgs], runs_dir, **launch)
+            for row in result["rows"]]
 
 
 def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
                   runs_dir, **launch) -> list[dict]:
-    """Tables 2 and 3: every method (CLIP: one seed) trained on `source`, tested on source + targets."""
-    rows = []
-    for method in names:
-        for seed in (seeds if methods.get(method).trains else seeds[:1]):
-            rows += transfer_rows(params, method, source, seed, list(targets), runs_dir, **launch)
-    return rows
+    """Tables 2 and 3: every method (CLIP: one seed) trained on all classes of `source`, tested on source +
+    targets.
+
+    Tables 2 and 3 share the source-trained runs through the run cache. A training run already tests on
+    the source, so its evaluation-only run (a second stage: it loads the trained prompts) covers the targets
+    alone; zero-shot CLIP is one evaluation run of source + targets."""
+    evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
+    runs = [(method, seed) for method in names for seed in (seeds if methods.get(method).trains else seeds[:1])]
+    first = []  # trained runs, and zero-shot evaluations
+    for method, seed in runs:
+        if methods.get(method).trains:
+            first.append(job_cfg(params, method, source, seed, "all"))
+        else:
+            first.append(job_cfg(params, method, source, seed, "all",
+                                 eval=[{"dataset": source, "subsample": "all", "split": "test"}] + evals))
+    trained = run_jobs([("prompt", cfg) for cfg in first], runs_dir, **launch)
+    second = [(i, job_cfg(params, method, source, seed, "all", eval=evals,
+                          load_from=run_dir_for("prompt", first[i], runs_dir)))
+              for i, (method, seed) in enumerate(runs) if methods.get(method).trains]
+    evaluated = dict(zip([i for i, _ in second], run_jobs([("prompt", cfg) for _, cfg in second], runs_dir, **launch)))
+    keep = {source, *targets}
+    rows = [row for i, result in enumerate(trained) for row in result["rows"] + evaluated.get(i, {"rows": []})["rows"]]
+    return [r for r in rows if base_label(r["dataset"]) in keep]
 
 
 # ----------------------------------------------------------------------------- table builders

@@ -37,7 +37,7 @@ from torchvision.transforms import v2
 
 from ..data.imagefolder import ImageNetFolder
 from ..jobs import finetune, pretrain, segment
-from ..jobs.launch import load_result, resolve_config, run_dir_for, run_job
+from ..jobs.launch import load_result, resolve_config, run_dir_for, run_jobs
 from ..methods import targets as mim_targets
 from ..models.mvp import ClipTeacher, MVPStudent, arch_spec, export_kwargs, patch_similarity
 from ..utils.io import atomic_write
@@ -163,11 +163,11 @@ def index_path(profile: str) -> Path:
     return paths.results_dir(profile) / "mvp" / "pretrained.json"
 
 
-def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], *, launcher: str = "inline", nproc: int = 1,
-                      slurm: dict | None = None, force: bool = False) -> dict[str, dict]:
-    """Run (or fetch from the run cache) the pre-training of each target; update the index; return the results."""
-    runs = {t: run_job("pretrain", cfg, paths.runs_dir(profile), launcher=launcher, nproc=nproc, slurm=slurm,
-                       force=force) for t, cfg in cfgs.items()}
+def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], **launch) -> dict[str, dict]:
+    """Run (or fetch from the run cache) the pre-training of each target; update the index; return the results.
+    `launch`: run_jobs' options (launcher, nproc, slurm, force, workers)."""
+    results = run_jobs([("pretrain", cfg) for cfg in cfgs.values()], paths.runs_dir(profile), **launch)
+    runs = dict(zip(cfgs, results))
     index = {t: {"export": r["export"], "model_name": r["model_name"], "kwargs": r["kwargs"],
                  "run_id": r.get("run_id"), "final_loss": r.get("final_loss")} for t, r in runs.items()}
     path = index_path(profile)
@@ -197,7 +197,7 @@ def pretrained_exports(profile: str, index_file=None, targets: Iterable[str] | N
         return index
     p, cfgs = _params_pretrain_cfgs(profile, targets=targets)
     ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
-                      slurm=p.get("slurm"))
+                      slurm=p.get("slurm"), workers=p.get("workers", 1))
     return json.loads(index_path(profile).read_text())
 
 
