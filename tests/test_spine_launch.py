@@ -42,6 +42,25 @@ def test_torchrun_two_cpu_processes_match_single_process(runs):
     assert_close_fp32(ddp["bias"], single["bias"], k=k, msg="bias")
 
 
+def test_runs_side_by_side_equal_runs_one_after_another(runs, tmp_path):
+    """run_jobs with two worker processes: the results of run_job one after another, in the order asked; a run
+    listed twice runs once; a finished run is served from the cache."""
+    cfgs = [{**CFG, "seed": seed} for seed in (1, 2, 3, 1)]
+    side_by_side = launch.run_jobs([("example", cfg) for cfg in cfgs], runs, workers=2)
+    one_by_one = [launch.run_job("example", cfg, tmp_path / "one_by_one") for cfg in cfgs]
+    assert [(r["weight"], r["bias"]) for r in side_by_side] == [(r["weight"], r["bias"]) for r in one_by_one]
+    assert side_by_side[0]["run_id"] == side_by_side[3]["run_id"] and len(list(runs.glob("example-*"))) == 3
+    run_dir = launch.run_dir_for("example", cfgs[0], runs)
+    (run_dir / "result.json").write_text(json.dumps({**side_by_side[0], "marker": 1}))
+    assert launch.run_jobs([("example", cfgs[0])], runs, workers=2)[0]["marker"] == 1
+
+
+def test_a_failed_run_side_by_side_raises_its_own_error(runs):
+    bad = {**CFG, "batch_size": 4 * CFG["n"]}  # fewer samples than one batch
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        launch.run_jobs([("example", CFG), ("example", bad)], runs, workers=2)
+
+
 def test_killed_run_resumes_from_its_checkpoint(runs):
     """The job kills itself (SIGKILL) right after its second checkpoint; run again, it resumes after epoch 2
     and ends bit-identical to an uninterrupted run (the data order and every draw follow from seed and epoch)."""
