@@ -9,6 +9,7 @@ point (vlpt_lib/utils/faults.py).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
+from PIL import Image
 
 from vlpt_lib.__main__ import main
 from vlpt_lib.jobs import example, launch, pretrain
@@ -109,6 +111,27 @@ def test_job_recomputes_when_the_data_it_reads_is_fixed_in_place(tmp_path, monke
     data.write_text("22")  # same path, other content: the key is the same, the fingerprint is not
     assert launch.stale_reason(run_dir) == f"input changed: {data}"
     assert "marker" not in launch.run_job("example", CFG, runs)
+    assert launch.stale_reason(run_dir) is None
+
+
+def test_an_image_rewritten_in_place_recomputes_the_run(smoke_env, tmp_path):
+    """A real job on the smoke world: one test image of a class folder overwritten under its own name (as a
+    re-download or a repair does; the class folder's mtime does not move) makes the cached run stale."""
+    root = tmp_path / "data"
+    shutil.copytree(Path(smoke_env["data_root"]) / "dtd", root / "dtd")
+    cfg = {**smoke_env, "data_root": str(root), "method": "CLIP", "dataset": "DescribableTextures"}
+    runs = tmp_path / "runs"
+    launch.run_job("prompt", cfg, runs)
+    run_dir = launch.run_dir_for("prompt", cfg, runs)
+    _mark(run_dir)
+    image = sorted((root / "dtd" / "images").glob("*/*.jpg"))[0]
+    folder_mtime = image.parent.stat().st_mtime_ns
+    with Image.open(image) as im:
+        size = im.size
+    Image.new("RGB", size).save(image)  # black, same name, same folder
+    assert image.parent.stat().st_mtime_ns == folder_mtime
+    assert launch.stale_reason(run_dir) == f"input changed: {root / 'dtd' / 'images'}"
+    assert "marker" not in launch.run_job("prompt", cfg, runs)
     assert launch.stale_reason(run_dir) is None
 
 

@@ -3,6 +3,7 @@ claims' verdicts follow the 2-standard-error rule (expected values worked out by
 import base64
 import json
 import math
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -139,6 +140,26 @@ def test_report_is_self_contained_and_in_the_papers_shape(fabricated, tmp_path):
     summary = (fabricated / "mini" / "summary.md").read_text()
     assert "## CoCoOp Table 1: base-to-new generalisation" in summary and "| dataset |" in summary
     assert "**holds**" in summary  # CoOp base > CLIP base clearly, see the verdict test below
+
+
+def test_a_table_whose_last_run_failed_says_so_beside_its_numbers(fabricated):
+    """A notebook that failed leaves the previous run's table in place: the report and summary.md say that the
+    numbers shown are from an earlier run, when the last one failed, and how to re-run it."""
+    record = paths.executed_dir("mini") / "20_cocoop_base2new.run.json"
+    index = report.render_report("mini")
+    assert "last run of notebook" not in index.read_text()
+    csv = tables.tables_dir("mini") / "cocoop_base2new.csv"
+    os.utime(csv, (1.7e9, 1.7e9))  # written in 2023, long before the failed run
+    record.write_text(json.dumps({"status": "failed", "seconds": 3.0, "finished": "2026-12-06 14:22:03"}))
+    index = report.render_report("mini")
+    expected = ("The last run of notebook 20_cocoop_base2new failed (2026-12-06 14:22:03): the numbers below are "
+                "from an earlier run")
+    assert expected in _section(index.read_text(), "cocoop_base2new")
+    assert expected not in _section(index.read_text(), "imagenet_finetune")
+    summary = (paths.results_dir("mini") / "summary.md").read_text()
+    table1 = summary[summary.index("## CoCoOp Table 1"):]
+    assert table1.index(expected) < table1.index("| dataset")  # before the numbers it warns about
+    assert "--only 20_cocoop_base2new" in table1
 
 
 def test_base2new_in_the_papers_shape_averages_the_paper_over_the_same_datasets(fabricated):

@@ -1,5 +1,6 @@
 """The papermill runner: order, parameters, caching, failures that say where and how to re-run."""
 import os
+import re
 import subprocess
 import sys
 
@@ -92,6 +93,33 @@ def test_params_are_checked_against_the_parameters_cell_before_anything_runs(toy
     with pytest.raises(ParamsError, match=r"00_setup.yaml:2:1: YAML syntax error"):
         runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir)
     assert not (results_root / "smoke" / "notebooks").exists(), "nothing ran"
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("20_cocoop_base2new", "precision: bf61\n",
+     r"parameter 'precision' = 'bf61' is not allowed: input should be 'auto', 'fp32', 'bf16' or 'fp16'"),
+    ("20_cocoop_base2new", "seeds: [1, -2]\n", r"parameter 'seeds'\[1\] = -2 is not allowed"),
+    ("20_cocoop_base2new", "recipe: {CoOp: {epochs: -1}}\n",
+     r"recipe\['CoOp'\]\['epochs'\] = -1 is not allowed \(input should be greater than or equal to 1\)"),
+    ("21_cocoop_cross_dataset", "recipe: {common: {batch_size: 0}}\n", r"\['batch_size'\] = 0 is not allowed"),
+    ("11_imagenet_finetune", "finetune: {optim: {epochs: 0}}\n", r"optim.epochs = 0: Input should be greater"),
+    ("12_ade20k_segmentation", "workers: 0\n", r"parameter 'workers' = 0 is not allowed"),
+    ("10_mvp_pretrain", "device: gpu\n", r"'device' = 'gpu' is not allowed: expected auto, cpu, mps, cuda"),
+])
+def test_a_bad_value_is_refused_with_the_file_key_value_and_what_is_allowed(name, text, message, tmp_path):
+    (tmp_path / "smoke").mkdir()
+    path = tmp_path / "smoke" / f"{name}.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=re.escape(str(path)) + ".*" + message):
+        runner.load_params(name, "smoke", p_dir=tmp_path)
+
+
+def test_a_params_file_that_is_not_utf8_is_named_with_the_byte(tmp_path):
+    (tmp_path / "smoke").mkdir()
+    path = tmp_path / "smoke" / "20_cocoop_base2new.yaml"
+    path.write_bytes(b"seeds: [1]\n# caf\xe9\n")
+    with pytest.raises(ParamsError, match=re.escape(f"{path}: not UTF-8 text: byte 16 is b'\\xe9'")):
+        runner.load_params("20_cocoop_base2new", "smoke", p_dir=tmp_path)
 
 
 def test_cli_names_the_bad_parameter_without_a_traceback(tmp_path):

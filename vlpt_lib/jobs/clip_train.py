@@ -36,6 +36,7 @@ from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.fields import Count, Device, Index, NonNegative, Positive, Precision, Probability
 from ..utils.progress import bar
 
 CHECKPOINT = "mini_clip.pt"
@@ -52,23 +53,23 @@ class Config(BaseModel):
     world_root: str                    # the generated world (captions/train.csv and the CoOp-format datasets)
     model_name: str = "vlpt-mini-clip"  # an open_clip config registered by vlpt_lib.models.clip
     world_hash: str | None = None      # a label (the world's config hash): a regenerated world retrains
-    seed: int = 0
-    epochs: int = 5
-    batch_size: int = 128              # global batch, split over DDP ranks (open_clip's contrastive batch)
-    lr: float = 1e-3
-    weight_decay: float = 0.1          # open_clip's default --wd 0.2 halved [A]: small model, few pairs
-    warmup_steps: int = 100            # linear warm-up from 0, then cosine to 0 (open_clip's cosine_lr)
-    betas: tuple[float, float] = (0.9, 0.98)  # open_clip's ViT defaults (beta2 0.98, eps 1e-6)
-    eps: float = 1e-6
-    max_logit_scale: float = 100.0     # clamp exp(logit_scale) to [1, 100] after every step (open_clip)
+    seed: Index = 0
+    epochs: Count = 4
+    batch_size: Count = 128            # global batch, split over DDP ranks (open_clip's contrastive batch)
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.1    # open_clip's default --wd 0.2 halved [A]: small model, few pairs
+    warmup_steps: Index = 100          # linear warm-up from 0, then cosine to 0 (open_clip's cosine_lr)
+    betas: tuple[Probability, Probability] = (0.9, 0.98)  # open_clip's ViT defaults (beta2 0.98, eps 1e-6)
+    eps: Positive = 1e-6
+    max_logit_scale: Positive = 100.0  # clamp exp(logit_scale) to [1, 100] after every step (open_clip)
     max_shift: int | None = None       # random translation in pixels; None: image_size // 16 [A]
-    precision: str = "fp32"            # [A] training ran in fp32 (the model is tiny; CPU runs fp32 anyway)
-    eval_precision: str = "auto"       # zero-shot evaluation: CPU fp32, CUDA bf16
-    eval_batch_size: int = 256
+    precision: Precision = "fp32"      # [A] training ran in fp32 (the model is tiny; CPU runs fp32 anyway)
+    eval_precision: Precision = "auto"  # zero-shot evaluation: CPU fp32, CUDA bf16
+    eval_batch_size: Count = 256
     eval_each_epoch: list[str] | None = None  # dataset names: a zero-shot learning curve (costs seconds)
-    device: str = "auto"
-    threads: int | None = 2            # CPU threads (None: torch's default)
-    num_workers: int = 0
+    device: Device = "auto"
+    threads: Count | None = 2          # CPU threads (None: torch's default)
+    num_workers: Index = 0
 
 
 # ----------------------------------------------------------------------------- data

@@ -33,6 +33,7 @@ from ..training import loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.fields import Count, Index, NonNegative, Positive, Probability
 from .pretrain import Init, RunSettings, Strict, imagenet_paths
 
 
@@ -41,68 +42,72 @@ from .pretrain import Init, RunSettings, Strict, imagenet_paths
 # "[A]" where we choose, with the reason; "[env]" how to run (left off the recipe card).
 class Data(Strict):
     kind: Literal["imagenet", "synthetic"] = Field("imagenet", description="workbook parameter: an image folder, "
-                                                   "or synthetic in-memory images (tests)")
+                                                                           "or synthetic in-memory images (tests)")
     root: str | None = Field(None, description="workbook parameter: the profile's data root (holds imagenet/)")
-    max_train: int | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
-    max_val: int | None = Field(None, description="workbook parameter: cap on the val images (None: all)")
-    num_workers: int = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
-    n: int = Field(32, description="[env] synthetic only: train images")
-    n_val: int = Field(16, description="[env] synthetic only: val images")
-    num_classes: int = Field(4, description="[env] synthetic only: classes (ImageNet: from the folder)")
+    max_train: Count | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
+    max_val: Count | None = Field(None, description="workbook parameter: cap on the val images (None: all)")
+    num_workers: Index = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
+    n: Count = Field(32, description="[env] synthetic only: train images")
+    n_val: Count = Field(16, description="[env] synthetic only: val images")
+    num_classes: Count = Field(4, description="[env] synthetic only: classes (ImageNet: from the folder)")
 
 
 class Aug(Strict):
     """timm's create_transform + Mixup arguments (BEiT run_class_finetuning.py defaults)."""
-    scale: tuple[float, float] = Field((0.08, 1.0), description="BEiT datasets.build_transform: timm "
-                                       "create_transform's default crop scale")
-    hflip: float = Field(0.5, description="BEiT datasets.build_transform: timm create_transform's default flip")
-    color_jitter: float = Field(0.4, description="BEiT run_class_finetuning.py --color_jitter 0.4")
+    scale: tuple[Probability, Probability] = Field((0.08, 1.0), description="BEiT datasets.build_transform: timm "
+                                                                            "create_transform's default crop scale")
+    hflip: Probability = Field(0.5, description="BEiT datasets.build_transform: timm create_transform's default flip")
+    color_jitter: NonNegative = Field(0.4, description="BEiT run_class_finetuning.py --color_jitter 0.4")
     auto_augment: str = Field("rand-m9-mstd0.5-inc1", description="BEiT run_class_finetuning.py --aa")
-    interpolation: str = Field("bicubic", description="BEiT run_class_finetuning.py --train_interpolation bicubic")
-    re_prob: float = Field(0.25, description="BEiT run_class_finetuning.py --reprob 0.25")
-    re_mode: str = Field("pixel", description="BEiT run_class_finetuning.py --remode pixel")
-    re_count: int = Field(1, description="BEiT run_class_finetuning.py --recount 1")
-    crop_pct: float = Field(0.875, description="BEiT datasets.build_transform: crop_pct 224/256 below 384 px "
-                            "(val: resize to size / crop_pct, centre crop)")
-    mixup: float = Field(0.8, description="beit2 get_started: --mixup 0.8 for pretrained models")
-    cutmix: float = Field(1.0, description="beit2 get_started: --cutmix 1.0 for pretrained models")
-    mixup_prob: float = Field(1.0, description="BEiT run_class_finetuning.py --mixup_prob 1.0")
-    mixup_switch_prob: float = Field(0.5, description="BEiT run_class_finetuning.py --mixup_switch_prob 0.5")
-    mixup_mode: str = Field("batch", description="BEiT run_class_finetuning.py --mixup_mode batch")
-    smoothing: float = Field(0.1, description="BEiT run_class_finetuning.py --smoothing 0.1")
+    interpolation: Literal["bicubic", "bilinear", "nearest", "random"] = Field("bicubic",
+        description="BEiT run_class_finetuning.py --train_interpolation bicubic")
+    re_prob: Probability = Field(0.25, description="BEiT run_class_finetuning.py --reprob 0.25")
+    re_mode: Literal["const", "rand", "pixel"] = Field("pixel",
+        description="BEiT run_class_finetuning.py --remode pixel")
+    re_count: Count = Field(1, description="BEiT run_class_finetuning.py --recount 1")
+    crop_pct: Probability = Field(0.875, description="BEiT datasets.build_transform: crop_pct 224/256 below 384 px "
+                                                     "(val: resize to size / crop_pct, centre crop)")
+    mixup: NonNegative = Field(0.8, description="beit2 get_started: --mixup 0.8 for pretrained models")
+    cutmix: NonNegative = Field(1.0, description="beit2 get_started: --cutmix 1.0 for pretrained models")
+    mixup_prob: Probability = Field(1.0, description="BEiT run_class_finetuning.py --mixup_prob 1.0")
+    mixup_switch_prob: Probability = Field(0.5, description="BEiT run_class_finetuning.py --mixup_switch_prob 0.5")
+    mixup_mode: Literal["batch", "pair", "elem"] = Field("batch",
+        description="BEiT run_class_finetuning.py --mixup_mode batch")
+    smoothing: Probability = Field(0.1, description="BEiT run_class_finetuning.py --smoothing 0.1")
 
 
 class Optim(Strict):
-    epochs: int = Field(100, description="beit2 get_started: --epochs 100 for pretrained models")
-    batch_size: int = Field(1024, description="beit2 get_started: 128 per GPU x 8 GPUs = global 1024")
-    lr: float = Field(5e-4, description="beit2 get_started: --lr 5e-4 for pretrained models (at batch 1024)")
-    lr_ref_batch: int | None = Field(1024, description="[A] the batch `lr` is quoted at; linear scaling for another "
-                                     "batch (BEiT does not scale); None: lr used as is")
+    epochs: Count = Field(100, description="beit2 get_started: --epochs 100 for pretrained models")
+    batch_size: Count = Field(1024, description="beit2 get_started: 128 per GPU x 8 GPUs = global 1024")
+    lr: Positive = Field(5e-4, description="beit2 get_started: --lr 5e-4 for pretrained models (at batch 1024)")
+    lr_ref_batch: Count | None = Field(1024, description="[A] the batch `lr` is quoted at; linear scaling for another "
+                                                         "batch (BEiT does not scale); None: lr used as is")
     schedule: Literal["beit_cosine"] = Field("beit_cosine", description="BEiT utils.cosine_scheduler per iteration: "
-                                             "linear warm-up (linspace), then cosine to min_lr; lr x lr_scale per group")
-    min_lr: float = Field(1e-6, description="BEiT run_class_finetuning.py --min_lr 1e-6")
-    warmup_lr: float = Field(0.0, description="BEiT run_class_finetuning.py calls cosine_scheduler without "
-                             "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
-    warmup_epochs: float = Field(20, description="beit2 get_started: --warmup_epochs 20")
-    weight_decay: float = Field(0.05, description="beit2 get_started: --weight_decay 0.05, constant; not on 1-D, "
-                                ".bias, pos_embed, cls_token: the per-layer rel-pos tables ARE decayed (optim_factory)")
-    layer_decay: float = Field(0.65, description="beit2 get_started: --layer_decay 0.65 for 300-epoch models; "
-                               "scale 0.65^(L+1-id), id 0 embeddings, i+1 block i (optim_factory)")
-    drop_path: float = Field(0.1, description="beit2 get_started: --drop_path 0.1 for 300-epoch models")
-    head_init_scale: float = Field(0.001, description="BEiT run_class_finetuning.py --init_scale 0.001")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="BEiT run_class_finetuning.py --opt_betas None "
-                                       "(torch AdamW's 0.9, 0.999)")
-    eps: float = Field(1e-8, description="BEiT run_class_finetuning.py --opt_eps 1e-8")
-    clip_grad: float | None = Field(None, description="BEiT run_class_finetuning.py --clip_grad None")
+                                                                        "linear warm-up (linspace), then cosine to min_lr; lr x lr_scale per group")
+    min_lr: NonNegative = Field(1e-6, description="BEiT run_class_finetuning.py --min_lr 1e-6")
+    warmup_lr: NonNegative = Field(0.0, description="BEiT run_class_finetuning.py calls cosine_scheduler without "
+                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
+    warmup_epochs: NonNegative = Field(20, description="beit2 get_started: --warmup_epochs 20")
+    weight_decay: NonNegative = Field(0.05, description="beit2 get_started: --weight_decay 0.05, constant; not on 1-D, "
+                                                        ".bias, pos_embed, cls_token: the per-layer rel-pos tables ARE decayed (optim_factory)")
+    layer_decay: Probability = Field(0.65, description="beit2 get_started: --layer_decay 0.65 for 300-epoch models; "
+                                                       "scale 0.65^(L+1-id), id 0 embeddings, i+1 block i (optim_factory)")
+    drop_path: Probability = Field(0.1, description="beit2 get_started: --drop_path 0.1 for 300-epoch models")
+    head_init_scale: Positive = Field(0.001, description="BEiT run_class_finetuning.py --init_scale 0.001")
+    betas: tuple[Probability, Probability] = Field((0.9, 0.999),
+        description="BEiT run_class_finetuning.py --opt_betas None "
+                    "(torch AdamW's 0.9, 0.999)")
+    eps: Positive = Field(1e-8, description="BEiT run_class_finetuning.py --opt_eps 1e-8")
+    clip_grad: Positive | None = Field(None, description="BEiT run_class_finetuning.py --clip_grad None")
 
 
 class Config(RunSettings):
     method: str = Field("MVP", description="workbook parameter: the table row this run fills")
     eval_every: int = Field(1, description="BEiT evaluates after every epoch (max_accuracy: the best of them)")
     mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="beit2 get_started "
-                                             "--imagenet_default_mean_and_std")
+                                                                        "--imagenet_default_mean_and_std")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="beit2 get_started "
-                                            "--imagenet_default_mean_and_std")
+                                                                      "--imagenet_default_mean_and_std")
     init: Init = Init()
     data: Data = Data()
     aug: Aug = Aug()

@@ -35,6 +35,7 @@ from ..models.mvp import IMAGENET_MEAN, IMAGENET_STD, MVPStudent, arch_spec, sav
 from ..training import loop, optim
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.fields import Count, Device, Index, NonNegative, Positive, Precision, Probability
 
 EXPORT_NAME = "student_timm.pth"
 
@@ -51,95 +52,98 @@ class Clip(Strict):
     """The teacher: an open_clip model name + pretrained tag or weights file."""
     model_name: str = Field("ViT-B-16", description="[V] MVP paper: the image tower of CLIP ViT-B/16 is the teacher")
     pretrained: str = Field("openai", description="[V] MVP paper: OpenAI's CLIP (400M image-text pairs); "
-                            "a tag or a local weights file (workbook parameter clip_pretrained)")
+                                                  "a tag or a local weights file (workbook parameter clip_pretrained)")
     quick_gelu: bool | None = Field(None, description="OpenAI's CLIP uses QuickGELU: None = models.clip.load_clip "
-                                    "decides from the weights (workbook parameter clip_quick_gelu)")
+                                                      "decides from the weights (workbook parameter clip_quick_gelu)")
 
 
 class Student(Strict):
     arch: str | dict = Field("beit_base", description="[V] MVP paper: ViT-B/16 student = timm beit_base_patch16_224 "
-                             "(models.mvp.STUDENT_ARCHS: beit_base | mini | smoke | a dict)")
-    layer_scale_init: float = Field(0.1, description="[A] beit2 PRETRAINING.md --layer_scale_init_value 0.1")
+                                                      "(models.mvp.STUDENT_ARCHS: beit_base | mini | smoke | a dict)")
+    layer_scale_init: Positive = Field(0.1, description="[A] beit2 PRETRAINING.md --layer_scale_init_value 0.1")
     shared_rel_pos_bias: bool = Field(True, description="[A] beit2 run_beitv2_pretraining.py defaults rel_pos_bias="
-                                      "True (shared table), abs_pos_emb=False")
-    drop_path: float = Field(0.0, description="[A] beit2 PRETRAINING.md: --drop_path 0. for 300 epochs")
-    init_std: float = Field(0.02, description="[A] BEiT/beit2 modeling_pretrain.py init_std 0.02: trunc_normal_ "
-                            "cut at +-std on tokens, head, Linear/Conv weights; fix_init_weight")
+                                                        "True (shared table), abs_pos_emb=False")
+    drop_path: Probability = Field(0.0, description="[A] beit2 PRETRAINING.md: --drop_path 0. for 300 epochs")
+    init_std: Positive = Field(0.02, description="[A] BEiT/beit2 modeling_pretrain.py init_std 0.02: trunc_normal_ "
+                                                 "cut at +-std on tokens, head, Linear/Conv weights; fix_init_weight")
     mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="[A] beit2 PRETRAINING.md "
-                                             "--imagenet_default_mean_and_std (the teacher uses CLIP's own)")
+                                                                        "--imagenet_default_mean_and_std (the teacher uses CLIP's own)")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="[A] beit2 PRETRAINING.md "
-                                            "--imagenet_default_mean_and_std")
+                                                                      "--imagenet_default_mean_and_std")
 
 
 class Data(Strict):
     kind: Literal["imagenet", "synthetic"] = Field("imagenet", description="workbook parameter: an image folder, "
-                                                   "or synthetic in-memory images (tests, benchmarks)")
+                                                                           "or synthetic in-memory images (tests, benchmarks)")
     root: str | None = Field(None, description="workbook parameter: the profile's data root (holds imagenet/)")
     split: str = Field("train", description="[V] MVP paper: ImageNet-1K train set")
-    max_images: int | None = Field(None, description="workbook parameter: cap on the pre-training images "
-                                   "(None: the whole split)")
-    min_crop_scale: float = Field(0.2, description="[A] beit2 PRETRAINING.md --min_crop_scale 0.2: random resized "
-                                  "crop scale (0.2, 1), bicubic")
-    hflip: float = Field(0.5, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT: "
-                         "RandomHorizontalFlip(p=0.5)")
-    color_jitter: float = Field(0.4, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT hard-codes "
-                                "ColorJitter(0.4, 0.4, 0.4), before flip and crop (shared/reference/mvp.md)")
-    num_workers: int = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
-    n: int = Field(64, description="[env] synthetic only: number of images")
+    max_images: Count | None = Field(None, description="workbook parameter: cap on the pre-training images "
+                                                       "(None: the whole split)")
+    min_crop_scale: Probability = Field(0.2,
+        description="[A] beit2 PRETRAINING.md --min_crop_scale 0.2: random resized "
+                    "crop scale (0.2, 1), bicubic")
+    hflip: Probability = Field(0.5, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT: "
+                                                "RandomHorizontalFlip(p=0.5)")
+    color_jitter: NonNegative = Field(0.4, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT hard-codes "
+                                                       "ColorJitter(0.4, 0.4, 0.4), before flip and crop (shared/reference/mvp.md)")
+    num_workers: Index = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
+    n: Count = Field(64, description="[env] synthetic only: number of images")
 
 
 class Mask(Strict):
-    ratio: float = Field(0.3827, description="[A] BEiT/beit2 --num_mask_patches 75 of 196 patches (75/196)")
-    min_block_fraction: float = Field(0.0816, description="[A] BEiT masking_generator.py min_num_patches 16 of "
-                                      "196 (16/196)")
-    min_aspect: float = Field(0.3, description="[A] BEiT masking_generator.py min_aspect 0.3 (aspect 0.3 .. 1/0.3)")
-    num_masking_patches: int | None = Field(None, description="[A] an exact count instead of `ratio` (BEiT "
-                                            "--num_mask_patches); None: from the ratio")
-    min_num_patches: int = Field(16, description="[A] BEiT masking_generator.py min_num_patches 16 (only with "
-                                 "num_masking_patches)")
-    max_num_patches: int | None = Field(None, description="[A] BEiT masking_generator.py max_num_patches None = "
-                                        "the remaining count (only with num_masking_patches)")
+    ratio: Probability = Field(0.3827, description="[A] BEiT/beit2 --num_mask_patches 75 of 196 patches (75/196)")
+    min_block_fraction: Probability = Field(0.0816, description="[A] BEiT masking_generator.py min_num_patches 16 of "
+                                                                "196 (16/196)")
+    min_aspect: Positive = Field(0.3, description="[A] BEiT masking_generator.py min_aspect 0.3 (aspect 0.3 .. 1/0.3)")
+    num_masking_patches: Count | None = Field(None, description="[A] an exact count instead of `ratio` (BEiT "
+                                                                "--num_mask_patches); None: from the ratio")
+    min_num_patches: Count = Field(16, description="[A] BEiT masking_generator.py min_num_patches 16 (only with "
+                                                   "num_masking_patches)")
+    max_num_patches: Count | None = Field(None, description="[A] BEiT masking_generator.py max_num_patches None = "
+                                                            "the remaining count (only with num_masking_patches)")
 
 
 class Optim(Strict):
-    epochs: int = Field(300, description="[V] MVP paper: 300 epochs on ImageNet-1K")
-    batch_size: int = Field(2048, description="[A] beit2 PRETRAINING.md: 128 per GPU x 16 GPUs = global 2048")
-    lr: float = Field(1.5e-3, description="[A] beit2 PRETRAINING.md --lr 1.5e-3 (at global batch 2048)")
-    lr_ref_batch: int | None = Field(2048, description="[A] the batch `lr` is quoted at; linear scaling for another "
-                                     "batch (BEiT does not scale); None: lr used as is")
+    epochs: Count = Field(300, description="[V] MVP paper: 300 epochs on ImageNet-1K")
+    batch_size: Count = Field(2048, description="[A] beit2 PRETRAINING.md: 128 per GPU x 16 GPUs = global 2048")
+    lr: Positive = Field(1.5e-3, description="[A] beit2 PRETRAINING.md --lr 1.5e-3 (at global batch 2048)")
+    lr_ref_batch: Count | None = Field(2048, description="[A] the batch `lr` is quoted at; linear scaling for another "
+                                                         "batch (BEiT does not scale); None: lr used as is")
     schedule: Literal["beit_cosine"] = Field("beit_cosine", description="BEiT/beit2 utils.cosine_scheduler per "
-                                             "iteration: linear warm-up (linspace), then cosine to min_lr")
-    min_lr: float = Field(1e-5, description="[A] BEiT/beit2 run_*_pretraining.py --min_lr default 1e-5")
-    warmup_lr: float = Field(0.0, description="[A] BEiT/beit2 run_*_pretraining.py call cosine_scheduler without "
-                             "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
-    warmup_epochs: float = Field(10, description="[A] beit2 PRETRAINING.md --warmup_epochs 10")
-    weight_decay: float = Field(0.05, description="[A] BEiT/beit2 --weight_decay 0.05, constant; not on pos_embed, "
-                                "cls_token, 1-D, .bias (optim_factory.py): the mask token and rel-pos table ARE "
-                                "decayed")
-    betas: tuple[float, float] = Field((0.9, 0.98), description="[A] beit2 PRETRAINING.md: --opt_betas 0.9 0.98 "
-                                       "for 300 epochs")
-    eps: float = Field(1e-8, description="[A] beit2 PRETRAINING.md --opt_eps 1e-8")
-    clip_grad: float | None = Field(3.0, description="[A] beit2 PRETRAINING.md --clip_grad 3.0")
+                                                                        "iteration: linear warm-up (linspace), then cosine to min_lr")
+    min_lr: NonNegative = Field(1e-5, description="[A] BEiT/beit2 run_*_pretraining.py --min_lr default 1e-5")
+    warmup_lr: NonNegative = Field(0.0, description="[A] BEiT/beit2 run_*_pretraining.py call cosine_scheduler without "
+                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
+    warmup_epochs: NonNegative = Field(10, description="[A] beit2 PRETRAINING.md --warmup_epochs 10")
+    weight_decay: NonNegative = Field(0.05,
+        description="[A] BEiT/beit2 --weight_decay 0.05, constant; not on pos_embed, "
+                    "cls_token, 1-D, .bias (optim_factory.py): the mask token and rel-pos table ARE "
+                    "decayed")
+    betas: tuple[Probability, Probability] = Field((0.9, 0.98),
+        description="[A] beit2 PRETRAINING.md: --opt_betas 0.9 0.98 "
+                    "for 300 epochs")
+    eps: Positive = Field(1e-8, description="[A] beit2 PRETRAINING.md --opt_eps 1e-8")
+    clip_grad: Positive | None = Field(3.0, description="[A] beit2 PRETRAINING.md --clip_grad 3.0")
 
 
 class RunSettings(Strict):
     """How an MVP job runs (not what it learns): shared by pretrain, finetune and segment."""
-    seed: int = Field(0, description="workbook parameter: the run's seed")
-    device: str = Field("auto", description="[env] auto: CUDA if present")
-    precision: str = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
-    threads: int | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
-    max_steps: int | None = Field(None, description="[cap] stop training after this many steps (the paper "
-                                  "profile's dry run; None: the whole schedule, which keeps its length)")
+    seed: Index = Field(0, description="workbook parameter: the run's seed")
+    device: Device = Field("auto", description="[env] auto: CUDA if present")
+    precision: Precision = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
+    threads: Count | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
+    max_steps: Count | None = Field(None, description="[cap] stop training after this many steps (the paper "
+                                                      "profile's dry run; None: the whole schedule, which keeps its length)")
 
 
 class Config(RunSettings):
     compile: bool = Field(False, description="[env] torch.compile the student")
     target: str = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x visual proj ([A] "
-                        "beit2 VQ-KD teacher, EVA-01); pixel = normalised pixels (MAE norm_pix), the unimodal "
-                        "baseline row; hog = MaskFeat's HOG; any name registered in vlpt_lib.methods.targets")
+                                            "beit2 VQ-KD teacher, EVA-01); pixel = normalised pixels (MAE norm_pix), the unimodal "
+                                            "baseline row; hog = MaskFeat's HOG; any name registered in vlpt_lib.methods.targets")
     loss: Literal["auto", "cosine", "mse"] = Field("auto", description="[A] auto: the target's own loss on masked "
-                                                   "positions (1 - cosine for CLIP as EVA-01, MSE for pixels as MAE "
-                                                   "and HOG as MaskFeat)")
+                                                                       "positions (1 - cosine for CLIP as EVA-01, MSE for pixels as MAE "
+                                                                       "and HOG as MaskFeat)")
     clip: Clip = Clip()
     student: Student = Student()
     data: Data = Data()
@@ -156,9 +160,9 @@ class Config(RunSettings):
 class Init(Strict):
     """Where a downstream job (finetune, segment) starts: an exported student, or scratch."""
     checkpoint: str | None = Field(None, description="workbook parameter: notebook 10's export of the row's target "
-                                   "(None: random init = the Scratch row)")
+                                                     "(None: random init = the Scratch row)")
     model_name: str = Field("beit_base_patch16_224", description="[V] ViT-B/16: the timm model the pretrain job "
-                            "exports")
+                                                                 "exports")
     kwargs: dict = Field({"img_size": 224, "init_values": 0.1, "use_abs_pos_emb": False, "use_rel_pos_bias": True,
                           "use_shared_rel_pos_bias": False},
                          description="[A] BEiT fine-tuning layout (run_class_finetuning.py --rel_pos_bias): the shared "

@@ -41,6 +41,7 @@ from ..training import loop, optim
 from ..training.evaluate import evaluate_segmentation
 from ..utils import distributed
 from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.fields import Count, Index, NonNegative, Positive, Probability
 from ..utils.io import atomic_write
 from ..utils.metrics import IGNORE_INDEX
 from ..utils.progress import get_logger
@@ -52,26 +53,27 @@ from .pretrain import Init, RunSettings, Strict
 # datasets/ade20k.py, schedules/schedule_160k.py); "[A]" where we choose, with the reason; "[env]" how to run.
 class Data(Strict):
     kind: Literal["ade20k", "synthetic"] = Field("ade20k", description="workbook parameter: ADEChallengeData2016, "
-                                                 "or synthetic in-memory scenes (tests)")
+                                                                       "or synthetic in-memory scenes (tests)")
     root: str | None = Field(None, description="workbook parameter: the profile's data root (holds "
-                             "ADEChallengeData2016/)")
-    crop: int = Field(512, description="BEiT upernet config: crop_size (512, 512)")
-    img_scale: tuple[int, int] = Field((2048, 512), description="BEiT _base_/datasets/ade20k.py: Resize img_scale "
-                                       "(2048, 512) (train and test)")
-    ratio_range: tuple[float, float] = Field((0.5, 2.0), description="BEiT _base_/datasets/ade20k.py: Resize "
-                                             "ratio_range (0.5, 2.0)")
-    cat_max_ratio: float = Field(0.75, description="BEiT _base_/datasets/ade20k.py: RandomCrop cat_max_ratio 0.75")
+                                               "ADEChallengeData2016/)")
+    crop: Count = Field(512, description="BEiT upernet config: crop_size (512, 512)")
+    img_scale: tuple[Count, Count] = Field((2048, 512), description="BEiT _base_/datasets/ade20k.py: Resize img_scale "
+                                                                    "(2048, 512) (train and test)")
+    ratio_range: tuple[Positive, Positive] = Field((0.5, 2.0), description="BEiT _base_/datasets/ade20k.py: Resize "
+                                                                           "ratio_range (0.5, 2.0)")
+    cat_max_ratio: Probability = Field(0.75,
+        description="BEiT _base_/datasets/ade20k.py: RandomCrop cat_max_ratio 0.75")
     photometric: bool = Field(True, description="BEiT _base_/datasets/ade20k.py: PhotoMetricDistortion")
-    stride: int | None = Field(341, description="BEiT upernet config: test_cfg slide, stride (341, 341) "
-                               "(None: ceil(2/3 crop))")
-    max_train: int | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
-    max_val: int | None = Field(None, description="workbook parameter: cap on the val images (None: all)")
-    num_workers: int = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
-    num_classes: int | None = Field(None, description="BEiT upernet config: num_classes 150 (None: the dataset's; "
-                                    "label 0 ignored, reduce_zero_label)")
-    n: int = Field(16, description="[env] synthetic only: train scenes")
-    n_val: int = Field(4, description="[env] synthetic only: val scenes")
-    size: int | None = Field(None, description="[env] synthetic only: scene size (None: crop)")
+    stride: Count | None = Field(341, description="BEiT upernet config: test_cfg slide, stride (341, 341) "
+                                                  "(None: ceil(2/3 crop))")
+    max_train: Count | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
+    max_val: Count | None = Field(None, description="workbook parameter: cap on the val images (None: all)")
+    num_workers: Index = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
+    num_classes: Count | None = Field(None, description="BEiT upernet config: num_classes 150 (None: the dataset's; "
+                                                        "label 0 ignored, reduce_zero_label)")
+    n: Count = Field(16, description="[env] synthetic only: train scenes")
+    n_val: Count = Field(4, description="[env] synthetic only: val scenes")
+    size: Count | None = Field(None, description="[env] synthetic only: scene size (None: crop)")
 
     @model_validator(mode="after")
     def _default_stride(self):
@@ -83,46 +85,48 @@ class Data(Strict):
 class Model(Strict):
     """UperNet on the ViT pyramid ([A] segmentation_models_pytorch's UPerNetDecoder in place of mmseg's UPerHead;
     SyncBatchNorm under DDP, as mmseg's SyncBN)."""
-    decoder_channels: int = Field(768, description="BEiT upernet config: decode_head channels=768 (UPerHead, pool "
-                                  "scales 1, 2, 3, 6)")
-    aux_channels: int = Field(256, description="BEiT _base_/models/upernet_beit.py: auxiliary FCNHead channels 256, "
-                              "in_index 2")
-    aux_weight: float = Field(0.4, description="BEiT _base_/models/upernet_beit.py: auxiliary loss_weight 0.4")
+    decoder_channels: Count = Field(768, description="BEiT upernet config: decode_head channels=768 (UPerHead, pool "
+                                                     "scales 1, 2, 3, 6)")
+    aux_channels: Count = Field(256, description="BEiT _base_/models/upernet_beit.py: auxiliary FCNHead channels 256, "
+                                                 "in_index 2")
+    aux_weight: NonNegative = Field(0.4, description="BEiT _base_/models/upernet_beit.py: auxiliary loss_weight 0.4")
     out_indices: list[int] | None = Field(None, description="BEiT upernet config: out_indices [3, 5, 7, 11] "
-                                          "(None: those, at the same relative depths when shallower)")
+                                                            "(None: those, at the same relative depths when shallower)")
 
 
 class Optim(Strict):
-    iters: int = Field(160_000, description="BEiT _base_/schedules/schedule_160k.py: max_iters 160000")
-    batch_size: int = Field(16, description="BEiT upernet config: samples_per_gpu 2 x 8 GPUs = global 16")
-    lr: float = Field(7e-4, description="BEiT upernet config: AdamW lr 7e-4 (at batch 16)")
-    lr_ref_batch: int | None = Field(16, description="[A] the batch `lr` is quoted at; linear scaling for another "
-                                     "batch (BEiT does not scale); None: lr used as is")
+    iters: Count = Field(160_000, description="BEiT _base_/schedules/schedule_160k.py: max_iters 160000")
+    batch_size: Count = Field(16, description="BEiT upernet config: samples_per_gpu 2 x 8 GPUs = global 16")
+    lr: Positive = Field(7e-4, description="BEiT upernet config: AdamW lr 7e-4 (at batch 16)")
+    lr_ref_batch: Count | None = Field(16, description="[A] the batch `lr` is quoted at; linear scaling for another "
+                                                       "batch (BEiT does not scale); None: lr used as is")
     schedule: Literal["poly"] = Field("poly", description="BEiT upernet config: lr_config policy poly, linear "
-                                      "warm-up, by iteration")
-    min_lr: float = Field(0.0, description="BEiT upernet config: poly min_lr 0.0")
-    warmup_iters: int = Field(1500, description="BEiT upernet config: warmup_iters 1500, linear")
-    warmup_lr: float = Field(7e-10, description="BEiT upernet config: warmup_ratio 1e-6 of lr 7e-4")
-    power: float = Field(1.0, description="BEiT upernet config: poly power 1.0")
-    weight_decay: float = Field(0.05, description="BEiT upernet config: weight_decay 0.05; not on 1-D and .bias "
-                                "(LayerDecayOptimizerConstructor): cls token and rel-pos tables ARE decayed")
-    layer_decay: float = Field(0.65, description="BEiT upernet config: LayerDecayOptimizerConstructor num_layers 12, "
-                               "layer_decay_rate 0.65: scale 0.65^(13-id), decoder and heads id 13")
-    drop_path: float = Field(0.1, description="BEiT upernet config: backbone drop_path_rate 0.1")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="BEiT upernet config: AdamW betas (0.9, 0.999)")
-    eps: float = Field(1e-8, description="BEiT upernet config: AdamW eps (torch default 1e-8)")
-    clip_grad: float | None = Field(None, description="BEiT upernet config: optimizer_config grad_clip None")
+                                                          "warm-up, by iteration")
+    min_lr: NonNegative = Field(0.0, description="BEiT upernet config: poly min_lr 0.0")
+    warmup_iters: Index = Field(1500, description="BEiT upernet config: warmup_iters 1500, linear")
+    warmup_lr: NonNegative = Field(7e-10, description="BEiT upernet config: warmup_ratio 1e-6 of lr 7e-4")
+    power: Positive = Field(1.0, description="BEiT upernet config: poly power 1.0")
+    weight_decay: NonNegative = Field(0.05, description="BEiT upernet config: weight_decay 0.05; not on 1-D and .bias "
+                                                        "(LayerDecayOptimizerConstructor): cls token and rel-pos tables ARE decayed")
+    layer_decay: Probability = Field(0.65,
+        description="BEiT upernet config: LayerDecayOptimizerConstructor num_layers 12, "
+                    "layer_decay_rate 0.65: scale 0.65^(13-id), decoder and heads id 13")
+    drop_path: Probability = Field(0.1, description="BEiT upernet config: backbone drop_path_rate 0.1")
+    betas: tuple[Probability, Probability] = Field((0.9, 0.999),
+        description="BEiT upernet config: AdamW betas (0.9, 0.999)")
+    eps: Positive = Field(1e-8, description="BEiT upernet config: AdamW eps (torch default 1e-8)")
+    clip_grad: Positive | None = Field(None, description="BEiT upernet config: optimizer_config grad_clip None")
 
 
 class Config(RunSettings):
     method: str = Field("MVP", description="workbook parameter: the table row this run fills")
-    examples: int = Field(4, description="[env] validation predictions kept for the figure")
+    examples: Index = Field(4, description="[env] validation predictions kept for the figure")
     eval_every: int = Field(0, description="[A] evaluate every n epochs; 0: only at the end (BEiT's mmseg evaluates "
-                            "every 16k iterations; the table reports the final model)")
+                                           "every 16k iterations; the table reports the final model)")
     mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="BEiT _base_/datasets/ade20k.py img_norm_cfg "
-                                             "(ImageNet mean x 255)")
+                                                                        "(ImageNet mean x 255)")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="BEiT _base_/datasets/ade20k.py img_norm_cfg "
-                                            "(ImageNet std x 255)")
+                                                                      "(ImageNet std x 255)")
     init: Init = Init()
     data: Data = Data()
     model: Model = Model()

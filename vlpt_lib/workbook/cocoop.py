@@ -94,9 +94,9 @@ def check_recipe(recipe) -> None:
         if not isinstance(diff, dict):
             raise ValueError(f"recipe[{block!r}] must be a mapping, got {diff!r}")
         by_dataset = diff.get("epochs_by_dataset") or {}
-        if not isinstance(by_dataset, dict) or not all(isinstance(v, int) for v in by_dataset.values()):
-            raise ValueError(f"recipe[{block!r}]['epochs_by_dataset'] must map dataset names to epochs, "
-                             f"got {by_dataset!r}")
+        if not isinstance(by_dataset, dict) or not all(type(v) is int and v >= 1 for v in by_dataset.values()):
+            raise ValueError(f"recipe[{block!r}]['epochs_by_dataset'] must map dataset names to epochs (integers "
+                             f">= 1), got {by_dataset!r}")
     # "common" must fit every built-in trained method; each method's block, its own Recipe (a plug-in's
     # narrower Recipe is checked when the recipe has a block for it)
     built_in = [m for m in methods.names() if methods.get(m).trains and not methods.input_paths(m)]
@@ -110,7 +110,9 @@ def check_recipe(recipe) -> None:
             loc = e["loc"][1:] if e["loc"] and e["loc"][0] == method else e["loc"]  # the union adds the method
             key = str(loc[0]) if loc else "?"
             block = method if key in (recipe.get(method) or {}) else "common"
-            what = "is not a key of" if e["type"] == "extra_forbidden" else f"is invalid ({e['msg']}) for"
+            why = e["msg"].removeprefix("Value error, ")
+            what = ("is not a key of" if e["type"] == "extra_forbidden"
+                    else f"= {e['input']!r} is not allowed ({why[0].lower()}{why[1:]}) by")
             raise ValueError(f"recipe[{block!r}][{key!r}] {what} {method}'s Recipe "
                              f"({methods.get(method).__module__}.Recipe)") from None
 

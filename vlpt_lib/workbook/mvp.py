@@ -60,13 +60,20 @@ def targets_of(methods: Iterable[str]) -> list[str]:
 
 
 # ----- parameters ---------------------------------------------------------------------------------
+def _refusal(error: dict) -> str:
+    """One pydantic error as `key.path = value: what is allowed`."""
+    where = ".".join(str(p) for p in error["loc"])
+    value = "" if error["type"] == "missing" else f" = {error['input']!r}"
+    return f"{where}{value}: {error['msg'].removeprefix('Value error, ')}"
+
+
 def _checker(name: str, config: type[BaseModel]) -> Callable[[object], None]:
     def check(diff) -> None:
         """Raise ValueError naming every key of `diff` that the job's Config refuses."""
         try:
             config.model_validate(diff or {})
         except ValidationError as err:
-            bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+            bad = "; ".join(_refusal(e) for e in err.errors())
             raise ValueError(f"parameter {name!r} does not fit vlpt_lib.jobs.{config.__module__.split('.')[-1]}"
                              f".Config: {bad}") from None
     return check

@@ -11,12 +11,22 @@ from __future__ import annotations
 import ast
 import difflib
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping, Optional
 
 import nbformat
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
+from ..jobs.launch import LAUNCHERS
+from ..utils.fields import Count, Device, Index, Precision
 from . import paths
+
+# The run knobs every notebook that has them shares (how a run runs): their allowed values. A job-config diff
+# (`pretrain`, `recipe`, ...) is checked by its own job's Config (the caller's `checks`).
+KNOBS = {"seeds": list[Index], "precision": Precision, "device": Device, "threads": Optional[Count],
+         "num_workers": Index, "workers": Count, "nproc": Count, "launcher": Literal[LAUNCHERS],
+         "test_batch_size": Count, "text_chunk": Optional[Count]}
+_KNOB_ADAPTERS = {key: TypeAdapter(kind) for key, kind in KNOBS.items()}
 
 
 class ParamsError(ValueError):
@@ -56,7 +66,10 @@ def read_yaml(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text: byte {err.start} is {err.object[err.start:err.start + 1]!r} "
+                          f"(save the file as UTF-8)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -98,6 +111,15 @@ def check(name: str, params: dict, defaults: dict, source: str, checks: dict | N
         if not _same_kind(value, defaults[key]):
             raise ParamsError(f"{source}: parameter {key!r} must be {_type_name(defaults[key])} "
                               f"(the notebook's default is {defaults[key]!r}), got {value!r}")
+        if key in _KNOB_ADAPTERS:
+            try:
+                _KNOB_ADAPTERS[key].validate_python(value, strict=True)
+            except ValidationError as err:
+                e = err.errors()[0]
+                where = "".join(f"[{i}]" for i in e["loc"])
+                why = e["msg"].removeprefix("Value error, ")
+                raise ParamsError(f"{source}: parameter {key!r}{where} = {e['input']!r} is not allowed: "
+                                  f"{why[0].lower()}{why[1:]}") from None
         if key in (checks or {}):
             try:
                 checks[key](value)

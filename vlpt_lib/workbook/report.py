@@ -42,6 +42,31 @@ DRY_RUN_NOTE = ("DRY RUN of the paper profile (`reproduce --profile paper --dry-
                 "metadata). It shows that every code path of the paper run executes; its numbers mean nothing.")
 
 
+def last_run_note(name: str, profile: str) -> str | None:
+    """Why a table's numbers may not be what its notebook's parameters give: the notebook's last run did not
+    finish ok (a failed run leaves the previous run's table in place). None when it did."""
+    notebook = TABLES[name].notebook
+    csv = tables_dir(profile) / f"{name}.csv"
+    try:
+        record = json.loads((paths.executed_dir(profile) / f"{notebook}.run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    status = record.get("status")
+    if status == "ok" or not csv.exists():
+        return None
+    when = record.get("finished") or record.get("started")
+    try:
+        started = time.mktime(time.strptime(when, "%Y-%m-%d %H:%M:%S")) - float(record.get("seconds") or 0)
+    except (TypeError, ValueError):
+        started = None
+    source = ("that run, which wrote this table before it stopped" if started is not None
+              and csv.stat().st_mtime >= started else "an earlier run, made with that run's parameters")
+    what = "is running or died" if status == "running" else status
+    return (f"The last run of notebook {notebook} {what} ({when or 'time unknown'}): the numbers below are from "
+            f"{source}, not necessarily from the current parameters. Re-run: "
+            f"python -m vlpt_lib reproduce --profile {profile} --only {notebook}")
+
+
 def profile_note(profile: str, meta: dict | None) -> str:
     return DRY_RUN_NOTE if (meta or {}).get("caps") else PROFILE_NOTE.get(profile, "")
 
@@ -213,7 +238,7 @@ def footer_html(meta: dict | None, index_link: bool = False) -> str:
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1320px;margin:1.5em auto;padding:0 1em;color:#222}}
 .note{{background:#fff4d6;padding:.6em 1em;border-left:4px solid #e0a800}}
-.empty{{color:#a00}} img{{max-width:100%;display:block;margin:.6em 0}} .src{{font-size:12px;color:#555}}
+.empty{{color:#a00}} .warn{{background:#fde2e2;padding:.5em 1em;border-left:4px solid #c00}} img{{max-width:100%;display:block;margin:.6em 0}} .src{{font-size:12px;color:#555}}
 .scroll{{overflow-x:auto}} footer{{margin-top:2em;padding-top:.6em;border-top:1px solid #ccc;color:#555;font-size:12px}}
 {style}</style></head><body>{body}</body></html>"""
 
@@ -273,6 +298,9 @@ def summary_markdown(profile: str, meta: dict | None) -> str:
         lines += ["", f"## {spec.title}", ""]
         if not pt.measured:
             lines += ["Not run yet in this profile: paper numbers only.", ""]
+        note = last_run_note(name, profile)
+        if note:
+            lines += [f"> **Warning.** {note}", ""]
         lines += [table_markdown(pt), ""] + [f"- {n}" for n in pt.notes]
         lines += ["", f"Data: `tables/{name}.csv`" + (f", paper: `results/reference/{name}.csv`" if spec.paper else "")]
     return "\n".join(lines) + "\n"
@@ -322,6 +350,8 @@ def _table_section(name: str, profile: str, out: Path) -> str:
         shutil.copyfile(reference, out / "reference" / f"{name}.csv")
         links.append(f"<a href='reference/{name}.csv'>paper: reference/{name}.csv</a>")
     status = "" if pt.measured else "<p class='empty'>Not run yet in this profile: paper numbers only.</p>"
+    note = last_run_note(name, profile)
+    status += f"<p class='warn'><b>Warning.</b> {html.escape(note)}</p>" if note else ""
     figs = [figures_dir(profile) / f"{f}.png" for f in spec.figures]
     imgs = "".join(_img(f) for f in figs if f.exists())
     notebook = f"<a href='{spec.notebook}.html'>notebook {spec.notebook}</a>"

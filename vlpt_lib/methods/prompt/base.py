@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...models.prompt import PromptCLIP
+from ...utils.fields import Count, Device, Index, NonNegative, Positive, Precision, Probability
 
 COOP = "CoOp configs/trainers/{CoCoOp,CoOp}/vit_b16_*ctxv1.yaml"
 DASSL_DEFAULTS = "Dassl config/defaults.py"
@@ -55,48 +56,48 @@ class PromptRun(BaseModel):
     dataset: str = Field("Caltech101", description="workbook parameter (datasets / source)")
     subsample: Literal["all", "base", "new"] = Field(
         "base", description="CoOp scripts/cocoop/base2new_train.sh DATASET.SUBSAMPLE_CLASSES base (xd_train.sh: all)")
-    shots: int = Field(16, description="CoOp scripts/cocoop/base2new_train.sh, xd_train.sh SHOTS=16")
-    seed: int = Field(1, description="workbook parameter (seeds; CoOp's scripts run 1, 2, 3)")
+    shots: Count = Field(16, description="CoOp scripts/cocoop/base2new_train.sh, xd_train.sh SHOTS=16")
+    seed: Index = Field(1, description="workbook parameter (seeds; CoOp's scripts run 1, 2, 3)")
     eval: list[EvalTarget] | None = Field(
         None, description="workbook parameter: None = base + new of `dataset` (base2new_test.sh), else these sets")
     allow_folder_split: bool = Field(
         False, description="[A] official split_zhou_<Name>.json only (CoOp DATASETS.md); True: your own data "
                            "split from class folders, rows labelled '(folder split)'")
-    test_batch_size: int = Field(100, description=f"{COOP} DATALOADER.TEST.BATCH_SIZE 100")
+    test_batch_size: Count = Field(100, description=f"{COOP} DATALOADER.TEST.BATCH_SIZE 100")
     # how to run
-    precision: str = Field("auto", description="[env] CPU fp32, CUDA bf16 autocast with fp32 weights (CoOp "
-                                               "TRAINER.*.PREC fp16: CLIP in half precision)")
-    device: str = Field("auto", description="[env] auto: CUDA when present")
-    num_workers: int = Field(0, description="[env] data-loading workers (CoOp configs: 8)")
-    threads: int | None = Field(None, description="[env] CPU threads (None: torch's default)")
-    text_chunk: int | None = Field(None, description="[env] most prompts per text-encoder pass (bounds memory; "
-                                                     "exact; None: 8192 on a GPU, 128 on a CPU)")
+    precision: Precision = Field("auto", description="[env] CPU fp32, CUDA bf16 autocast with fp32 weights (CoOp "
+                                                     "TRAINER.*.PREC fp16: CLIP in half precision)")
+    device: Device = Field("auto", description="[env] auto: CUDA when present")
+    num_workers: Index = Field(0, description="[env] data-loading workers (CoOp configs: 8)")
+    threads: Count | None = Field(None, description="[env] CPU threads (None: torch's default)")
+    text_chunk: Count | None = Field(None, description="[env] most prompts per text-encoder pass (bounds memory; "
+                                                       "exact; None: 8192 on a GPU, 128 on a CPU)")
     load_from: str | None = Field(None, description="[env] a finished run folder of this job: evaluate its "
                                                     "prompts, no training")
     # caps (the paper profile's dry run: `reproduce --profile paper --dry-run`); None = the recipe's
-    max_steps: int | None = Field(None, description="[cap] stop training after this many steps (None: all epochs)")
-    max_test_images: int | None = Field(None, description="[cap] images evaluated per test set, a seeded draw "
-                                                          "(None: all)")
+    max_steps: Count | None = Field(None, description="[cap] stop training after this many steps (None: all epochs)")
+    max_test_images: Count | None = Field(None, description="[cap] images evaluated per test set, a seeded draw "
+                                                            "(None: all)")
 
 
 class DasslRecipe(PromptRun):
     """The training recipe of a Dassl prompt trainer (SGD, constant warm-up, cosine per epoch). The values
     here are Dassl's defaults; a method's Recipe sets its own config's values with their sources."""
-    n_ctx: int = Field(4, description="N_CTX (with ctx_init: its word count)")
+    n_ctx: Count = Field(4, description="N_CTX (with ctx_init: its word count)")
     ctx_init: str | None = Field("a photo of a", description=f"{COOP} CTX_INIT ('' : random N(0, 0.02))")
-    epochs: int = Field(10, description="OPTIM.MAX_EPOCH")
-    batch_size: int = Field(32, description=f"{DASSL_DEFAULTS} DATALOADER.TRAIN_X.BATCH_SIZE (global); partial "
-                                            "last batch dropped if a full one exists (Dassl build_data_loader)")
-    lr: float = Field(0.002, description=f"{COOP} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
-    momentum: float = Field(0.9, description=f"{DASSL_DEFAULTS} OPTIM.MOMENTUM 0.9, SGD_NESTEROV False, "
-                                             "SGD_DAMPNING 0")
-    weight_decay: float = Field(5e-4, description=f"{DASSL_DEFAULTS} OPTIM.WEIGHT_DECAY 5e-4 (every learned "
-                                                  "parameter)")
-    warmup_epochs: int = Field(1, description=f"{COOP} OPTIM.WARMUP_EPOCH 1, constant; {DASSL_DEFAULTS} "
-                                              "WARMUP_RECOUNT True (cosine starts after it)")
-    warmup_lr: float = Field(1e-5, description=f"{COOP} OPTIM.WARMUP_CONS_LR 1e-5")
+    epochs: Count = Field(10, description="OPTIM.MAX_EPOCH")
+    batch_size: Count = Field(32, description=f"{DASSL_DEFAULTS} DATALOADER.TRAIN_X.BATCH_SIZE (global); partial "
+                                              "last batch dropped if a full one exists (Dassl build_data_loader)")
+    lr: Positive = Field(0.002, description=f"{COOP} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
+    momentum: Probability = Field(0.9, description=f"{DASSL_DEFAULTS} OPTIM.MOMENTUM 0.9, SGD_NESTEROV False, "
+                                                   "SGD_DAMPNING 0")
+    weight_decay: NonNegative = Field(5e-4, description=f"{DASSL_DEFAULTS} OPTIM.WEIGHT_DECAY 5e-4 (every learned "
+                                                        "parameter)")
+    warmup_epochs: Index = Field(1, description=f"{COOP} OPTIM.WARMUP_EPOCH 1, constant; {DASSL_DEFAULTS} "
+                                                "WARMUP_RECOUNT True (cosine starts after it)")
+    warmup_lr: NonNegative = Field(1e-5, description=f"{COOP} OPTIM.WARMUP_CONS_LR 1e-5")
     augment: bool = Field(True, description=f"{COOP} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
-    crop_scale: tuple[float, float] = Field(
+    crop_scale: tuple[Probability, Probability] = Field(
         (0.08, 1.0), description=f"{DASSL_DEFAULTS} INPUT.RRCROP_SCALE (0.08, 1.0)")
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from ...utils.fields import Count
 from . import register
 from .base import DasslRecipe, PromptMethod
 
@@ -16,10 +17,10 @@ CFG = "CoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"
 
 class Recipe(DasslRecipe):
     method: Literal["CoCoOp"] = Field("CoCoOp", description="CoOp trainers/cocoop.py")
-    n_ctx: int = Field(4, description=f"{CFG} N_CTX 4 (with ctx_init: its word count)")
-    epochs: int = Field(10, description=f"{CFG} OPTIM.MAX_EPOCH 10")
-    batch_size: int = Field(1, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 1 (global); partial last "
-                                           "batch dropped if a full one exists (Dassl build_data_loader)")
+    n_ctx: Count = Field(4, description=f"{CFG} N_CTX 4 (with ctx_init: its word count)")
+    epochs: Count = Field(10, description=f"{CFG} OPTIM.MAX_EPOCH 10")
+    batch_size: Count = Field(1, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 1 (global); partial last "
+                                             "batch dropped if a full one exists (Dassl build_data_loader)")
 
 
 @register

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from ...utils.fields import Count
 from . import register
 from .base import DasslRecipe, PromptMethod
 
@@ -17,11 +18,11 @@ class Recipe(DasslRecipe):
     # vit_b16_ctxv1 is the config the base2new scripts name ("CFG=vit_b16_ctxv1  # uncomment this when
     # TRAINER=CoOp"; CoOp issues #27, #70); ImageNet has its own 50-epoch config.
     method: Literal["CoOp"] = Field("CoOp", description="CoOp trainers/coop.py")
-    n_ctx: int = Field(4, description=f"{CFG} N_CTX 4 (with ctx_init: its word count)")
-    epochs: int = Field(200, description=f"{CFG} OPTIM.MAX_EPOCH 200; ImageNet 50 "
-                                         "(CoOp configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml)")
-    batch_size: int = Field(32, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 32 (global); partial last "
-                                            "batch dropped if a full one exists (Dassl build_data_loader)")
+    n_ctx: Count = Field(4, description=f"{CFG} N_CTX 4 (with ctx_init: its word count)")
+    epochs: Count = Field(200, description=f"{CFG} OPTIM.MAX_EPOCH 200; ImageNet 50 "
+                                           "(CoOp configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml)")
+    batch_size: Count = Field(32, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 32 (global); partial last "
+                                              "batch dropped if a full one exists (Dassl build_data_loader)")
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ...utils.fields import Count, Index, NonNegative, Positive
 from . import register
 from .base import DasslRecipe, PromptRun
 from .coop import CoOp
@@ -22,17 +23,17 @@ SCRIPT = "KgCoOp scripts/base2new_train.sh"
 
 class Recipe(DasslRecipe):
     method: Literal["KgCoOp"] = Field("KgCoOp", description="KgCoOp trainers/kgcoop.py")
-    n_ctx: int = Field(4, description=f"{SCRIPT} NCTX=4 (with ctx_init: its word count)")
+    n_ctx: Count = Field(4, description=f"{SCRIPT} NCTX=4 (with ctx_init: its word count)")
     ctx_init: str | None = Field("a photo of a", description=f"{CFG} CTX_INIT 'a photo of a'")
-    epochs: int = Field(100, description=f"{CFG} OPTIM.MAX_EPOCH 100")
-    batch_size: int = Field(128, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 128 (global); partial last "
-                                             "batch dropped if a full one exists (Dassl build_data_loader)")
-    lr: float = Field(0.002, description=f"{CFG} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
-    warmup_epochs: int = Field(1, description=f"{CFG} OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant")
-    warmup_lr: float = Field(1e-5, description=f"{CFG} OPTIM.WARMUP_CONS_LR 1e-5")
-    test_batch_size: int = Field(100, description=f"{CFG} DATALOADER.TEST.BATCH_SIZE 100")
+    epochs: Count = Field(100, description=f"{CFG} OPTIM.MAX_EPOCH 100")
+    batch_size: Count = Field(128, description=f"{CFG} DATALOADER.TRAIN_X.BATCH_SIZE 128 (global); partial last "
+                                               "batch dropped if a full one exists (Dassl build_data_loader)")
+    lr: Positive = Field(0.002, description=f"{CFG} OPTIM.NAME sgd, LR 0.002, LR_SCHEDULER cosine (per epoch)")
+    warmup_epochs: Index = Field(1, description=f"{CFG} OPTIM.WARMUP_EPOCH 1, WARMUP_TYPE constant")
+    warmup_lr: NonNegative = Field(1e-5, description=f"{CFG} OPTIM.WARMUP_CONS_LR 1e-5")
+    test_batch_size: Count = Field(100, description=f"{CFG} DATALOADER.TEST.BATCH_SIZE 100")
     augment: bool = Field(True, description=f"{CFG} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
-    kg_weight: float = Field(8.0, description=f"{SCRIPT} TRAINER.COOP.W 8.0 (the w of trainers/kgcoop.py)")
+    kg_weight: NonNegative = Field(8.0, description=f"{SCRIPT} TRAINER.COOP.W 8.0 (the w of trainers/kgcoop.py)")
 
 
 @register
