@@ -367,7 +367,7 @@ def test_recipe_cards_of_the_paper_profile_resolve_without_running_anything(resu
         raise AssertionError("the recipe card must not generate or train anything")
     monkeypatch.setattr(profiles, "ensure_world_of", refuse)
     monkeypatch.setattr(profiles, "ensure_mini_clip", refuse)
-    monkeypatch.setattr(mvp, "run_job", refuse)
+    monkeypatch.setattr(mvp, "run_jobs", refuse)
     monkeypatch.setenv("VLPT_DATA_ROOT", "/data")
     p10 = _paper_params("10_mvp_pretrain")
     cfgs = mvp.pretrain_cfgs("paper", p10["pretrain"], p10["targets"], dry=True)
