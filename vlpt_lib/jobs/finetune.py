@@ -83,15 +83,19 @@ class Optim(Strict):
     lr_ref_batch: Count | None = Field(1024, description="[A] the batch `lr` is quoted at; linear scaling for another "
                                                          "batch (BEiT does not scale); None: lr used as is")
     schedule: Literal["beit_cosine"] = Field("beit_cosine", description="BEiT utils.cosine_scheduler per iteration: "
-                                                                        "linear warm-up (linspace), then cosine to min_lr; lr x lr_scale per group")
+                                                                        "linear warm-up (linspace), then cosine to "
+                                                                        "min_lr; lr x lr_scale per group")
     min_lr: NonNegative = Field(1e-6, description="BEiT run_class_finetuning.py --min_lr 1e-6")
     warmup_lr: NonNegative = Field(0.0, description="BEiT run_class_finetuning.py calls cosine_scheduler without "
-                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
+                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is "
+                                                    "parsed, unused)")
     warmup_epochs: NonNegative = Field(20, description="beit2 get_started: --warmup_epochs 20")
     weight_decay: NonNegative = Field(0.05, description="beit2 get_started: --weight_decay 0.05, constant; not on 1-D, "
-                                                        ".bias, pos_embed, cls_token: the per-layer rel-pos tables ARE decayed (optim_factory)")
+                                                        ".bias, pos_embed, cls_token: the per-layer rel-pos tables ARE "
+                                                        "decayed (optim_factory)")
     layer_decay: Probability = Field(0.65, description="beit2 get_started: --layer_decay 0.65 for 300-epoch models; "
-                                                       "scale 0.65^(L+1-id), id 0 embeddings, i+1 block i (optim_factory)")
+                                                       "scale 0.65^(L+1-id), id 0 embeddings, i+1 block i "
+                                                       "(optim_factory)")
     drop_path: Probability = Field(0.1, description="beit2 get_started: --drop_path 0.1 for 300-epoch models")
     head_init_scale: Positive = Field(0.001, description="BEiT run_class_finetuning.py --init_scale 0.001")
     betas: tuple[Probability, Probability] = Field((0.9, 0.999),

@@ -67,14 +67,16 @@ class Student(Strict):
     init_std: Positive = Field(0.02, description="[A] BEiT/beit2 modeling_pretrain.py init_std 0.02: trunc_normal_ "
                                                  "cut at +-std on tokens, head, Linear/Conv weights; fix_init_weight")
     mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="[A] beit2 PRETRAINING.md "
-                                                                        "--imagenet_default_mean_and_std (the teacher uses CLIP's own)")
+                                                                        "--imagenet_default_mean_and_std (the teacher "
+                                                                        "uses CLIP's own)")
     std: tuple[float, float, float] = Field(IMAGENET_STD, description="[A] beit2 PRETRAINING.md "
                                                                       "--imagenet_default_mean_and_std")
 
 
 class Data(Strict):
     kind: Literal["imagenet", "synthetic"] = Field("imagenet", description="workbook parameter: an image folder, "
-                                                                           "or synthetic in-memory images (tests, benchmarks)")
+                                                                           "or synthetic in-memory images (tests, "
+                                                                           "benchmarks)")
     root: str | None = Field(None, description="workbook parameter: the profile's data root (holds imagenet/)")
     split: str = Field("train", description="[V] MVP paper: ImageNet-1K train set")
     max_images: Count | None = Field(None, description="workbook parameter: cap on the pre-training images "
@@ -85,7 +87,8 @@ class Data(Strict):
     hflip: Probability = Field(0.5, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT: "
                                                 "RandomHorizontalFlip(p=0.5)")
     color_jitter: NonNegative = Field(0.4, description="[A] BEiT/beit2 datasets.py DataAugmentationForBEiT hard-codes "
-                                                       "ColorJitter(0.4, 0.4, 0.4), before flip and crop (shared/reference/mvp.md)")
+                                                       "ColorJitter(0.4, 0.4, 0.4), before flip and crop "
+                                                       "(shared/reference/mvp.md)")
     num_workers: Index = Field(0, description="[env] DataLoader workers (the notebook passes its knob)")
     n: Count = Field(64, description="[env] synthetic only: number of images")
 
@@ -110,10 +113,12 @@ class Optim(Strict):
     lr_ref_batch: Count | None = Field(2048, description="[A] the batch `lr` is quoted at; linear scaling for another "
                                                          "batch (BEiT does not scale); None: lr used as is")
     schedule: Literal["beit_cosine"] = Field("beit_cosine", description="BEiT/beit2 utils.cosine_scheduler per "
-                                                                        "iteration: linear warm-up (linspace), then cosine to min_lr")
+                                                                        "iteration: linear warm-up (linspace), then "
+                                                                        "cosine to min_lr")
     min_lr: NonNegative = Field(1e-5, description="[A] BEiT/beit2 run_*_pretraining.py --min_lr default 1e-5")
     warmup_lr: NonNegative = Field(0.0, description="[A] BEiT/beit2 run_*_pretraining.py call cosine_scheduler without "
-                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is parsed, unused)")
+                                                    "start_warmup_value: the warm-up starts at 0 (--warmup_lr 1e-6 is "
+                                                    "parsed, unused)")
     warmup_epochs: NonNegative = Field(10, description="[A] beit2 PRETRAINING.md --warmup_epochs 10")
     weight_decay: NonNegative = Field(0.05,
         description="[A] BEiT/beit2 --weight_decay 0.05, constant; not on pos_embed, "
@@ -133,16 +138,20 @@ class RunSettings(Strict):
     precision: Precision = Field("auto", description="[env] auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: Count | None = Field(None, description="[env] CPU intra-op threads (None: torch's default)")
     max_steps: Count | None = Field(None, description="[cap] stop training after this many steps (the paper "
-                                                      "profile's dry run; None: the whole schedule, which keeps its length)")
+                                                      "profile's dry run; None: the whole schedule, which keeps its "
+                                                      "length)")
 
 
 class Config(RunSettings):
     compile: bool = Field(False, description="[env] torch.compile the student")
     target: str = Field("clip", description="[V] clip = MVP: CLIP patch tokens after ln_post x visual proj ([A] "
-                                            "beit2 VQ-KD teacher, EVA-01); pixel = normalised pixels (MAE norm_pix), the unimodal "
-                                            "baseline row; hog = MaskFeat's HOG; any name registered in vlpt_lib.methods.targets")
+                                            "beit2 VQ-KD teacher, EVA-01); pixel = normalised pixels (MAE norm_pix), "
+                                            "the unimodal "
+                                            "baseline row; hog = MaskFeat's HOG; any name registered in "
+                                            "vlpt_lib.methods.targets")
     loss: Literal["auto", "cosine", "mse"] = Field("auto", description="[A] auto: the target's own loss on masked "
-                                                                       "positions (1 - cosine for CLIP as EVA-01, MSE for pixels as MAE "
+                                                                       "positions (1 - cosine for CLIP as EVA-01, MSE "
+                                                                       "for pixels as MAE "
                                                                        "and HOG as MaskFeat)")
     clip: Clip = Clip()
     student: Student = Student()

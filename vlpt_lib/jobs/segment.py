@@ -107,7 +107,8 @@ class Optim(Strict):
     warmup_lr: NonNegative = Field(7e-10, description="BEiT upernet config: warmup_ratio 1e-6 of lr 7e-4")
     power: Positive = Field(1.0, description="BEiT upernet config: poly power 1.0")
     weight_decay: NonNegative = Field(0.05, description="BEiT upernet config: weight_decay 0.05; not on 1-D and .bias "
-                                                        "(LayerDecayOptimizerConstructor): cls token and rel-pos tables ARE decayed")
+                                                        "(LayerDecayOptimizerConstructor): cls token and rel-pos "
+                                                        "tables ARE decayed")
     layer_decay: Probability = Field(0.65,
         description="BEiT upernet config: LayerDecayOptimizerConstructor num_layers 12, "
                     "layer_decay_rate 0.65: scale 0.65^(13-id), decoder and heads id 13")
