@@ -135,11 +135,31 @@ def run_job(job: str, cfg: dict, runs_dir: str | os.PathLike, *, launcher: str =
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     cfg = resolve_config(job, cfg)
     run_dir = run_dir_for(job, cfg, runs_dir)
-    # One writer per run folder: a second process would resume from the first one's live checkpoint.
-    with exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}"):
+    with _one_writer(run_dir):
         result = _run_locked(job, cfg, run_dir, launcher, nproc, slurm, force)
     _log_use(run_dir)
     return result
+
+
+def cached_result(job: str, cfg: dict, runs_dir: str | os.PathLike) -> dict | None:
+    """The result run_job would serve from the cache (logged as used), or None when it would run or resume the
+    job; runs nothing."""
+    cfg = resolve_config(job, cfg)
+    run_dir = run_dir_for(job, cfg, runs_dir)
+    if not (run_dir / "result.json").exists():
+        return None
+    with _one_writer(run_dir):
+        if _restart_reason(run_dir, fingerprint(data_paths(job, cfg))) is not None:
+            return None
+        get_logger().info("%s: cached result in %s", job, run_dir)
+        result = load_result(run_dir)
+    _log_use(run_dir)
+    return result
+
+
+def _one_writer(run_dir: Path):
+    """The run folder's lock: a second process would resume from the first one's live checkpoint."""
+    return exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}")
 
 
 def run_jobs(jobs: Sequence[tuple[str, dict]], runs_dir: str | os.PathLike, *, workers: int = 1,
@@ -155,9 +175,10 @@ def run_jobs(jobs: Sequence[tuple[str, dict]], runs_dir: str | os.PathLike, *, w
         return [run_job(job, cfg, runs_dir, launcher=launcher, nproc=nproc, slurm=slurm, force=force)
                 for job, cfg in jobs]
     folders = [run_dir_for(job, cfg, runs_dir) for job, cfg in jobs]
+    served = [None if force else cached_result(job, cfg, runs_dir) for job, cfg in jobs]
     todo = {}  # one worker per run folder: the same run listed twice is run once
-    for (job, cfg), folder in zip(jobs, folders):
-        if force or stale_reason(folder) is not None:
+    for (job, cfg), folder, result in zip(jobs, folders, served):
+        if result is None:
             todo.setdefault(folder, (job, cfg))
     done = {}
     if todo:
@@ -169,8 +190,7 @@ def run_jobs(jobs: Sequence[tuple[str, dict]], runs_dir: str | os.PathLike, *, w
                                       desc=f"{len(tasks)} runs, {workers} at a time"):
                 done[Path(folder)] = result
                 log.info("%s: finished in %.0f s", Path(folder).name, result.get("wall_s", 0.0))
-    return [done[folder] if folder in done else run_job(job, cfg, runs_dir)
-            for (job, cfg), folder in zip(jobs, folders)]
+    return [done[folder] if result is None else result for folder, result in zip(folders, served)]
 
 
 def _quiet_worker() -> None:

@@ -25,3 +25,10 @@ def _device(name: str) -> str:
 
 
 Device = Annotated[str, AfterValidator(_device)]     # utils.device.pick_device
+
+
+def refusal(error: dict) -> str:
+    """What a pydantic error says is allowed, to end a sentence: its message without pydantic's "Value error, "
+    prefix, the first letter in lower case ("input should be greater than or equal to 1")."""
+    why = error["msg"].removeprefix("Value error, ")
+    return why[:1].lower() + why[1:]

@@ -30,6 +30,7 @@ from ..jobs.launch import run_dir_for, run_jobs
 from ..jobs.prompt import Config
 from ..methods import prompt as methods
 from ..methods.prompt.base import PromptRun
+from ..utils.fields import refusal
 from . import recipe as recipes
 from .tables import harmonic_mean
 
@@ -107,12 +108,10 @@ def check_recipe(recipe) -> None:
             Config.model_validate(cfg)
         except ValidationError as err:
             e = err.errors()[0]
-            loc = e["loc"][1:] if e["loc"] and e["loc"][0] == method else e["loc"]  # the union adds the method
-            key = str(loc[0]) if loc else "?"
+            key = str(e["loc"][0]) if e["loc"] else "?"
             block = method if key in (recipe.get(method) or {}) else "common"
-            why = e["msg"].removeprefix("Value error, ")
             what = ("is not a key of" if e["type"] == "extra_forbidden"
-                    else f"= {e['input']!r} is not allowed ({why[0].lower()}{why[1:]}) by")
+                    else f"= {e['input']!r} is not allowed ({refusal(e)}) by")
             raise ValueError(f"recipe[{block!r}][{key!r}] {what} {method}'s Recipe "
                              f"({methods.get(method).__module__}.Recipe)") from None
 
@@ -181,12 +180,13 @@ def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequ
             first.append(job_cfg(params, method, source, seed, "all",
                                  eval=[{"dataset": source, "subsample": "all", "split": "test"}] + evals))
     trained = run_jobs([("prompt", cfg) for cfg in first], runs_dir, **launch)
-    second = [(i, job_cfg(params, method, source, seed, "all", eval=evals,
-                          load_from=run_dir_for("prompt", first[i], runs_dir)))
-              for i, (method, seed) in enumerate(runs) if methods.get(method).trains]
-    evaluated = dict(zip([i for i, _ in second], run_jobs([("prompt", cfg) for _, cfg in second], runs_dir, **launch)))
+    second = {i: job_cfg(params, method, source, seed, "all", eval=evals,
+                         load_from=run_dir_for("prompt", first[i], runs_dir))
+              for i, (method, seed) in enumerate(runs) if methods.get(method).trains}
+    evaluated = dict(zip(second, run_jobs([("prompt", cfg) for cfg in second.values()], runs_dir, **launch)))
+    rows = [row for i, result in enumerate(trained)
+            for row in result["rows"] + (evaluated[i]["rows"] if i in evaluated else [])]
     keep = {source, *targets}
-    rows = [row for i, result in enumerate(trained) for row in result["rows"] + evaluated.get(i, {"rows": []})["rows"]]
     return [r for r in rows if base_label(r["dataset"]) in keep]
 
 

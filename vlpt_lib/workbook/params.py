@@ -18,7 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from ..jobs.launch import LAUNCHERS
-from ..utils.fields import Count, Device, Index, Precision
+from ..utils.fields import Count, Device, Index, Precision, refusal
 from . import paths
 
 # The run knobs every notebook that has them shares (how a run runs): their allowed values. A job-config diff
@@ -117,9 +117,8 @@ def check(name: str, params: dict, defaults: dict, source: str, checks: dict | N
             except ValidationError as err:
                 e = err.errors()[0]
                 where = "".join(f"[{i}]" for i in e["loc"])
-                why = e["msg"].removeprefix("Value error, ")
                 raise ParamsError(f"{source}: parameter {key!r}{where} = {e['input']!r} is not allowed: "
-                                  f"{why[0].lower()}{why[1:]}") from None
+                                  f"{refusal(e)}") from None
         if key in (checks or {}):
             try:
                 checks[key](value)
