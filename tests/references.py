@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 def dassl_epoch_lrs(lr, max_epoch, warmup_epoch, cons_lr):
@@ -74,3 +75,56 @@ def mmseg_layer_decay_groups(named_params, weight_decay, paramwise_num_layers, l
         layer_id = mmseg_get_num_layer_for_vit(name, num_layers)
         out[name] = (this_weight_decay, layer_decay_rate ** (num_layers - layer_id - 1))
     return out
+
+
+# ------------------------------------------------------------------ deep prompts (MaPLe, IVLP / PromptSRC)
+def _official_block(blk, x, attn_mask=None):
+    """clip/model.py ResidualAttentionBlock*.forward after the prompt swap: x + attn(ln_1(x)); x + mlp(ln_2(x))
+    (written batch-first on open_clip's block modules; the official runs them sequence-first, the same sums)."""
+    h = blk.ln_1(x)
+    x = x + blk.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    return x + blk.mlp(blk.ln_2(x))
+
+
+def official_deep_text(clip, prompts, tokens, deep):
+    """multimodal-prompt-learning trainers/maple.py TextEncoder.forward with clip/model.py
+    ResidualAttentionBlock_MaPLe (PromptSRC's IVLP blocks do the same with their own VPT_shallow): + positional
+    embedding over the whole context; before block i >= 1 while prompts remain, x = cat(x[:1], deep[i-1],
+    x[1 + n:]) (sequence-first there: the first token, the prompts, the rest); ln_final; the row at
+    argmax(token id) @ text_projection. prompts (K, L, W), tokens (K, L), deep: list of (n, W)."""
+    x = prompts + clip.positional_embedding
+    for i, blk in enumerate(clip.transformer.resblocks):
+        if i >= 1 and i - 1 < len(deep):
+            n = deep[i - 1].shape[0]
+            x = torch.cat([x[:, :1], deep[i - 1].expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+        x = _official_block(blk, x, clip.attn_mask)
+    x = clip.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ clip.text_projection
+
+
+def official_deep_image(visual, images, first, deep):
+    """clip/model.py VisionTransformer_MaPLe.forward (and VisionTransformer with VPT, IVLP): conv1, flatten, class
+    token, + positional embedding, cat(x, first prompts) at the end, ln_pre; before block i >= 1 while prompts
+    remain, x = cat(x[:L - n], deep[i-1]); ln_post(x[:, 0]) @ proj."""
+    x = visual.conv1(images)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    x = torch.cat([visual.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1]), x], dim=1)
+    x = x + visual.positional_embedding
+    x = torch.cat([x, first.expand(x.shape[0], -1, -1)], dim=1)
+    x = visual.ln_pre(x)
+    for i, blk in enumerate(visual.transformer.resblocks):
+        if i >= 1 and i - 1 < len(deep):
+            n = deep[i - 1].shape[0]
+            x = torch.cat([x[:, :x.shape[1] - n], deep[i - 1].expand(x.shape[0], -1, -1)], dim=1)
+        x = _official_block(blk, x)
+    return visual.ln_post(x[:, 0, :]) @ visual.proj
+
+
+def official_learned_prompts(clip, tokenizer, ctx, classnames, prefix="a photo of a"):
+    """maple.py MultiModalPromptLearner / promptsrc.py VLPromptLearner: tokens of f"{prefix} {name}." (names with
+    "_" -> " "), prompts = cat(embedding[:, :1], ctx, embedding[:, 1 + n_ctx:]) -> (prompts, tokens)."""
+    tokens = tokenizer([f"{prefix} {c.replace('_', ' ')}." for c in classnames])
+    with torch.no_grad():
+        emb = clip.token_embedding(tokens)
+    n = ctx.shape[0]
+    return torch.cat([emb[:, :1], ctx.unsqueeze(0).expand(len(classnames), -1, -1), emb[:, 1 + n:]], dim=1), tokens

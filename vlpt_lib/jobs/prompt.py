@@ -177,7 +177,8 @@ def train(model: PromptMethod, train_ds, cfg: DasslRecipe, device: torch.device,
     return loop.train(model, data, step_fn, opt, sched, run_dir, device=device, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, seed=cfg.seed, drop_last=loader.drop_last, precision=cfg.precision,
                       max_steps=cfg.max_steps, num_workers=cfg.num_workers, state_module=model.prompt_learner,
-                      ddp_kwargs={"broadcast_buffers": False}, desc=f"{cfg.method} {train_ds.name}", loader=loader)
+                      ddp_kwargs={"broadcast_buffers": False}, desc=f"{cfg.method} {train_ds.name}", loader=loader,
+                      after_epoch=model.after_epoch)
 
 
 def eval_targets(cfg: PromptRun) -> list[EvalTarget]:

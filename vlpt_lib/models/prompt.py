@@ -118,19 +118,8 @@ class PromptCLIP(nn.Module):
         self.truncate = truncate
         self.share_prefix = share_prefix
         self.template = "a photo of a {}."
-        ctx_dim = self.text_encoder.width
         vis_dim = int(clip_model.visual.output_dim)
-        if ctx_init:
-            ctx_init = ctx_init.replace("_", " ").strip()
-            tokens = tokenizer([ctx_init])
-            n_ctx = int(eot_positions(tokens)[0]) - 1  # tokens between SOS and EOT
-            with torch.no_grad():
-                ctx_vectors = clip_model.token_embedding(tokens.to(self._device()))[0, 1:1 + n_ctx].float().cpu()
-            prefix_text = ctx_init
-        else:
-            gen = torch.Generator().manual_seed(seed_ctx) if seed_ctx is not None else None
-            ctx_vectors = torch.randn(n_ctx, ctx_dim, generator=gen) * 0.02  # N(0, 0.02) as CoOp
-            prefix_text = " ".join(["X"] * n_ctx)
+        ctx_vectors, prefix_text = self.initial_context(clip_model, tokenizer, n_ctx, ctx_init, seed_ctx)
         self.prompt_learner = self.build_learner(ctx_vectors, vis_dim, prefix_text)
         self.prompt_learner.to(self._device())
         self.classnames: list[str] = []
@@ -140,6 +129,21 @@ class PromptCLIP(nn.Module):
     # ----------------------------------------------------------------------------------------- setup
     def _device(self) -> torch.device:
         return self.clip.logit_scale.device
+
+    def initial_context(self, clip_model, tokenizer, n_ctx: int, ctx_init: str | None,
+                        seed_ctx: int | None) -> tuple[torch.Tensor, str]:
+        """(ctx_vectors (M, C), the prompt's words before the class name). CoOp's rule: with ctx_init, its
+        words' embeddings, all learned (M = its token count); without, M vectors drawn N(0, 0.02)."""
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ").strip()
+            tokens = tokenizer([ctx_init])
+            n_ctx = int(eot_positions(tokens)[0]) - 1  # tokens between SOS and EOT
+            with torch.no_grad():
+                ctx_vectors = clip_model.token_embedding(tokens.to(self._device()))[0, 1:1 + n_ctx].float().cpu()
+            return ctx_vectors, ctx_init
+        gen = torch.Generator().manual_seed(seed_ctx) if seed_ctx is not None else None
+        ctx_dim = self.text_encoder.width
+        return torch.randn(n_ctx, ctx_dim, generator=gen) * 0.02, " ".join(["X"] * n_ctx)  # N(0, 0.02) as CoOp
 
     def build_learner(self, ctx_vectors: torch.Tensor, vis_dim: int, prompt_prefix: str) -> PromptLearner:
         """Everything the method learns, in one module: it is what the optimizer steps, the checkpoint holds
@@ -184,6 +188,10 @@ class PromptCLIP(nn.Module):
         self.clip.eval()  # CLIP stays frozen (no dropout / BN updates)
         self._text_cache = None
         return self
+
+    def after_epoch(self, epoch: int) -> None:
+        """Called by the training loop after each finished epoch (0-based), before its checkpoint: nothing here;
+        a method that averages its prompts over epochs does it in its override."""
 
     # ------------------------------------------------------------------------------------- forward
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

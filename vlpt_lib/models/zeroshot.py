@@ -24,11 +24,13 @@ def _fill(template, classname: str) -> str:
 
 @torch.no_grad()
 def zeroshot_classifier(model, tokenizer, classnames: Sequence[str], template: str | Callable | Iterable = "a photo of a {}.",
-                        device: torch.device | str | None = None, batch_size: int = 256) -> torch.Tensor:
+                        device: torch.device | str | None = None, batch_size: int = 256,
+                        normalize_each: bool = True) -> torch.Tensor:
     """Normalised text embeddings of the class prompts, shape (embed_dim, n_classes).
 
     `template` is one "...{}..." string, a callable(classname) -> str, or a list of either
-    (an ensemble: the normalised embeddings of all templates are averaged, then renormalised).
+    (an ensemble: the normalised embeddings of all templates are averaged, then renormalised;
+    normalize_each=False averages the raw embeddings instead, as PromptSRC's frozen text features).
     Class names have "_" replaced by " ".
     """
     if device is None:
@@ -43,7 +45,8 @@ def zeroshot_classifier(model, tokenizer, classnames: Sequence[str], template: s
         tokens = tokenizer([_fill(t, c) for c in names]).to(device)
         # shortest prompts first, each chunk cut after its own last EOT; then back to the class order
         chunks = length_sorted_chunks(tokens.argmax(dim=-1), batch_size)
-        feats = torch.cat([F.normalize(encode(tokens[idx]).float(), dim=-1) for idx in chunks])
+        feats = torch.cat([encode(tokens[idx]).float() for idx in chunks])
+        feats = F.normalize(feats, dim=-1) if normalize_each else feats
         weights.append(feats[torch.argsort(torch.cat(chunks))])
     model.train(was_training)
     w = F.normalize(torch.stack(weights).mean(0), dim=-1)

@@ -97,13 +97,16 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
           max_steps: int | None = None, drop_last: bool = True, clip_grad: float | None = None,
           precision: str = "auto", num_workers: int = 0, state_module: torch.nn.Module | None = None,
           ddp_kwargs: dict | None = None, compile: bool = False, after_step: Callable | None = None,
+          after_epoch: Callable[[int], None] | None = None,
           evaluate: Callable | None = None, eval_every: int = 1, desc: str = "train", collate_fn=None,
           loader: DataLoader | None = None) -> list[dict]:
     """Train for `epochs` (stopping early at `max_steps` optimizer steps); returns the per-epoch history.
 
     state_module: what the checkpoint saves and restores (default `model`; the prompt jobs save only
     their prompt learner, not the frozen CLIP). evaluate(model) -> dict of metrics, run after every
-    `eval_every`-th epoch and the last one. after_step(): e.g. clamping CLIP's logit scale."""
+    `eval_every`-th epoch and the last one. after_step(): e.g. clamping CLIP's logit scale. after_epoch(epoch):
+    after an epoch's last batch, before its checkpoint (e.g. an average of the weights over epochs); an epoch
+    cut short by max_steps does not call it."""
     run_dir = Path(run_dir)
     log = get_logger()
     state_module = state_module or model
@@ -163,6 +166,8 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
             step += 1
             if step >= total_steps:
                 break
+        if after_epoch is not None and batches == len(loader):
+            after_epoch(epoch)
         # Averages over every rank's batches (not only rank 0's).
         keys = sorted(sums)
         stats = torch.stack([sums[k] for k in keys] + [torch.tensor(float(batches), device=device)])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...models.prompt import PromptCLIP
 from ...utils.fields import Count, Device, Index, NonNegative, Positive, Precision, Probability
@@ -99,6 +99,18 @@ class DasslRecipe(PromptRun):
     augment: bool = Field(True, description=f"{COOP} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
     crop_scale: tuple[Probability, Probability] = Field(
         (0.08, 1.0), description=f"{DASSL_DEFAULTS} INPUT.RRCROP_SCALE (0.08, 1.0)")
+
+    # The method's official values for the cross-dataset and domain-generalisation protocol (trained on every
+    # class of the source: subsample "all"), where its code has a config of its own for it; a value the run
+    # sets itself wins.
+    transfer_config: ClassVar[dict] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _transfer_protocol(cls, data):
+        if isinstance(data, dict) and cls.transfer_config and data.get("subsample") == "all":
+            return {**cls.transfer_config, **data}
+        return data
 
 
 class PromptMethod(PromptCLIP):
