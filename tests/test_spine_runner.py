@@ -151,3 +151,53 @@ def test_only_on_the_paper_profile_checks_the_selected_data_before_any_job(resul
         runner.reproduce("paper", only=["imagenet_finetune"], render=False)
     msg = str(err.value)  # ImageNet is there; only what MVP also needs is listed, not the CoOp datasets
     assert "00_setup" in msg and "Caltech101" not in msg and "ADE20K" not in msg
+
+
+def test_independent_notebooks_run_side_by_side_after_their_upstream(toy, monkeypatch):
+    """notebooks=2: the setup notebook first and alone, then independent notebooks two at a time (each once its
+    upstream has run), the report last; outcomes in run order whatever finished first."""
+    import threading
+    import time
+
+    nb_dir, p_dir = toy
+    for name in ("10_mvp_pretrain", "11_imagenet_finetune", "20_cocoop_base2new"):
+        _notebook(nb_dir / f"{name}.ipynb", 'profile = "smoke"', "pass")
+    events, lock = [], threading.Lock()
+
+    def execute(input_path, output_path, parameters, **kw):
+        name = os.path.basename(input_path)[:-6]
+        with lock:
+            events.append(("start", name))
+        time.sleep(0.3)
+        nbformat.write(nbformat.read(input_path, as_version=4), output_path)
+        with lock:
+            events.append(("end", name))
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", execute)
+    out = runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir, render=False, notebooks=2)
+    assert [o.name for o in out] == ["00_setup", "10_mvp_pretrain", "11_imagenet_finetune", "20_cocoop_base2new",
+                                     "99_report"]
+    assert {o.status for o in out} == {"ran"}
+    at = {e: i for i, e in enumerate(events)}
+    assert at[("end", "00_setup")] < min(at[("start", n)] for n in ("10_mvp_pretrain", "20_cocoop_base2new"))
+    assert at[("start", "20_cocoop_base2new")] < at[("end", "10_mvp_pretrain")]  # side by side
+    assert at[("end", "10_mvp_pretrain")] < at[("start", "11_imagenet_finetune")]  # after its upstream
+    assert at[("start", "99_report")] == len(events) - 2  # the report alone, last
+
+
+def test_a_failure_beside_another_notebook_skips_what_is_left(toy, monkeypatch):
+    nb_dir, p_dir = toy
+    for name in ("10_mvp_pretrain", "11_imagenet_finetune", "20_cocoop_base2new"):
+        _notebook(nb_dir / f"{name}.ipynb", 'profile = "smoke"', "pass")
+
+    def execute(input_path, output_path, parameters, **kw):
+        nbformat.write(nbformat.read(input_path, as_version=4), output_path)  # papermill writes as it goes
+        if "20_cocoop" in input_path:
+            raise runner.pm.PapermillExecutionError(2, 1, "x", "ValueError", "bad", [])
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", execute)
+    with pytest.raises(runner.NotebookFailed, match="20_cocoop_base2new"):
+        runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir, render=False, notebooks=2)
+    states = {s.name: s.reason for s in runner.status("smoke", nb_dir=nb_dir, p_dir=p_dir)}
+    assert states["10_mvp_pretrain"] is None  # it ran beside the failure: kept
+    assert states["20_cocoop_base2new"] and states["99_report"]  # failed / skipped: they run next time

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                           "checkpoints discarded; a run shared by two notebooks is recomputed once. The generated "
                           "world is kept (delete results/<profile>/world to regenerate it). Interrupted, the next "
                           "run without --force resumes: what was recomputed stays, the rest is served from cache")
+    rep.add_argument("--notebooks", type=int, default=None, metavar="N",
+                     help="notebooks run side by side, each once its upstream has run (default: the profile's; "
+                          "mini 2, smoke and paper 1)")
     rep.add_argument("--status", action="store_true",
                      help="list each selected notebook as 'cached' or 'would run: <reason>' (with how many of its "
                           "job runs are cached) and run nothing")
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"results/{args.profile}: what `reproduce` would do")
                 print("\n".join(status_lines(status(args.profile, only=args.only, force=args.force))))
                 return 0
-            reproduce(args.profile, only=args.only, force=args.force, dry_run=args.dry_run)
+            if args.notebooks is not None and args.notebooks < 1:
+                parser.error(f"--notebooks must be 1 or more, got {args.notebooks}")
+            reproduce(args.profile, only=args.only, force=args.force, dry_run=args.dry_run, notebooks=args.notebooks)
         except (NotebookFailed, ParamsError, Busy) as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             return 1

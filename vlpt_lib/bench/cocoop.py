@@ -1,6 +1,7 @@
-"""Speed benchmark: fast exact CoCoOp against the per-image, full-length reference loop.
+"""Speed benchmark: fast exact CoCoOp against the per-image, full-length reference loop, and the deep-prompt
+methods (every registered method built on models.deep_prompts) against the way their official trainers compute.
 
-    python -m vlpt_lib bench cocoop [--device cpu|cuda] [--model ViT-B-16] [--classes N] [--batch B]
+    python -m vlpt_lib bench cocoop [--device cpu|cuda] [--model ViT-B-16] [--classes N] [--batch B] [--methods ...]
 
 Both paths run on the same randomly initialised open_clip model (no downloads), the same images
 and the same prompt learner. Training = forward + backward + SGD step on a batch; evaluation =
@@ -10,6 +11,12 @@ the peak GPU memory of the timed runs and of the projection (`peak_mem_gib`, `pr
 `make gpu-check` (scripts/gpu_check.py) runs it at its CUDA defaults: 100 classes, batch 32.
 The final line is `cocoop train speedup: <x>x  eval speedup: <y>x`; JSON and a PNG figure go to
 results/bench/.
+
+Deep-prompt methods (`--methods`, default every registered one; batch 4 as their recipes): the official trainers
+run one batched pass per tower, but every forward encodes all class prompts at the full context length, at test
+time too. Ours cuts the text pass after the longest EOT and, at test time, encodes a test set's prompts once
+(the timed eval steps then run the image tower alone). Both run the same weights, images and code path otherwise.
+Each method writes <name>_<device>.json/.png and prints `<name> train speedup: <x>x  eval speedup: <y>x`.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from matplotlib.figure import Figure
 
 from ..models import clip as _clip  # noqa: F401  (registers the mini CLIP configs)
 from ..methods import prompt as methods
+from ..models.deep_prompts import DeepPromptCLIP
 from ..models.prompt import PromptCLIP
 from ..models.text_encoder import text_chunk_for
 from ..utils.device import autocast, pick_device
@@ -35,7 +43,7 @@ from ..workbook import paths
 
 _ADJ = ["red", "small", "common", "great", "spotted", "northern", "giant", "golden", "wild", "striped",
         "black", "american", "european", "mountain", "sea", "desert", "royal", "little", "grey", "water"]
-_NOUN = ["fox", "owl", "beetle", "sparrow", "terrier", "maple", "orchid", "truck", "lamp", "violin",
+_NOUN = ["fox", "owl", "beetle", "sparrow", "terrier", "willow", "orchid", "truck", "lamp", "violin",
          "salamander", "kettle", "heron", "tortoise", "mushroom", "canoe", "lizard", "warbler", "cactus", "monkey",
          "retriever", "jellyfish", "trolleybus", "harmonica", "locomotive"]
 
@@ -119,6 +127,8 @@ def run_bench(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-projection", action="store_true", help="skip the ImageNet-val projection on CUDA")
     parser.add_argument("--proj-batch", type=int, default=100, help="images per batch for the projection")
     parser.add_argument("--out", default=None, help="output stem under results/bench/ (default cocoop_<device>)")
+    parser.add_argument("--methods", default=None, help="comma-separated deep-prompt methods to time after CoCoOp "
+                                                        "(default: every registered one; 'none': CoCoOp only)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -211,7 +221,106 @@ def run_bench(argv: list[str] | None = None) -> dict:
     atomic_write(out_dir / f"{stem}.json", json.dumps(result, indent=2))
     _figure(result, out_dir / f"{stem}.png")
     print(f"saved {out_dir / (stem + '.json')} and {stem}.png")
+    deep = {name: _bench_deep(name, clip, tokenizer, args, device, n_cls, size) for name in deep_methods(args.methods)}
+    if deep:  # their headline numbers beside CoCoOp's, in the JSON make gpu-check gathers
+        keys = ("batch", "train_speedup", "eval_speedup", "train_fast_images_per_s", "eval_fast_images_per_s",
+                "max_abs_logit_diff")
+        result["deep_prompt_methods"] = {name: {k: res[k] for k in keys} for name, res in deep.items()}
+        atomic_write(out_dir / f"{stem}.json", json.dumps(result, indent=2))
+    for name, res in deep.items():
+        print(f"{name} train speedup: {res['train_speedup']:.1f}x  eval speedup: {res['eval_speedup']:.1f}x")
     print(f"cocoop train speedup: {train_x:.1f}x  eval speedup: {eval_x:.1f}x", flush=True)
+    return result
+
+
+def deep_methods(selection: str | None) -> list[str]:
+    """The registered methods built on deep prompts in both towers (or those named, checked)."""
+    deep = [n for n in methods.names() if issubclass(methods.get(n), DeepPromptCLIP)]
+    if selection is None:
+        return deep
+    if selection.strip().lower() == "none":
+        return []
+    names = [n.strip() for n in selection.split(",") if n.strip()]
+    bad = [n for n in names if n not in deep]
+    if bad:
+        raise SystemExit(f"--methods: {', '.join(bad)} not among the deep-prompt methods ({', '.join(deep)})")
+    return names
+
+
+def official_style(model: DeepPromptCLIP, fn):
+    """fn run the way the official MaPLe / PromptSRC trainers compute: every call encodes all class prompts in one
+    pass at the full context length, and keeps no text features between test batches."""
+    def call(*args):
+        saved = model.truncate, model.text_chunk
+        model.truncate, model.text_chunk, model._text_cache = False, 1 << 30, None
+        try:
+            return fn(*args)
+        finally:
+            model.truncate, model.text_chunk = saved
+    return call
+
+
+def _bench_deep(name: str, clip, tokenizer, args, device, n_cls: int, size) -> dict:
+    cuda = device.type == "cuda"
+    batch = args.batch or (32 if cuda else 4)
+    iters = args.iters or (5 if cuda else 3)
+    cls = methods.get(name)
+    recipe = methods.validate({"method": name, "data_root": "."})
+    torch.manual_seed(0)
+    model = cls(clip, tokenizer, text_chunk=args.text_chunk or text_chunk_for(device),
+                **cls.model_kwargs(recipe)).to(device)
+    model.set_classnames(synthetic_classnames(n_cls))
+    images = torch.randn(batch, 3, *size, device=device)
+    labels = torch.randint(0, n_cls, (batch,), device=device)
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=recipe.lr, momentum=0.9, weight_decay=5e-4)
+    state0 = {k: v.clone() for k, v in model.prompt_learner.state_dict().items()}
+    model.eval()
+    with torch.no_grad(), autocast(device, args.precision):
+        diff = (model(images).float() - official_style(model, model)(images).float()).abs().max().item()
+
+    def train_step(forward):
+        def step():
+            with autocast(device, args.precision):
+                loss = forward(images, labels)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    def eval_step(forward):
+        def step():
+            with torch.no_grad(), autocast(device, args.precision):
+                forward(images)
+        return step
+
+    result = {"method": name, "model": args.model, "classes": n_cls, "batch": batch, "iters": iters,
+              "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+              "clock": "wall (cuda synchronised)" if cuda else "process CPU time (median)",
+              "max_abs_logit_diff": diff, "recipe": {k: getattr(recipe, k) for k in cls.model_kwargs(recipe)
+                                                     if k != "seed_ctx"}}
+    print(f"bench {name}: {n_cls} classes, batch {batch}; max |ours - official-style| logit difference {diff:.2e}",
+          flush=True)
+    for phase, make in (("train", train_step), ("eval", eval_step)):
+        model.train(phase == "train")
+        # at least one untimed step each: the frozen features a method keeps per class set (PromptSRC's template
+        # ensemble, computed once at start by the official trainer too) are not part of a step
+        best, raw = _time_pair({"fast": make(model), "reference": make(official_style(model, model))}, device,
+                               max(1, args.warmup), iters, use_cpu_time=not cuda)
+        for path in ("fast", "reference"):
+            result[f"{phase}_{path}_s_per_image"] = best[path] / batch
+            result[f"{phase}_{path}_images_per_s"] = batch / best[path]
+            print(f"{name} {phase:5s} {path:9s}: {1000 * best[path] / batch:9.1f} ms/image, "
+                  f"{batch / best[path]:8.1f} images/s", flush=True)
+        result[f"{phase}_speedup"] = best["reference"] / best["fast"]
+    model.prompt_learner.load_state_dict(state0)
+    if cuda:
+        result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    stem = f"{name.lower()}_{device.type}"
+    out_dir = paths.bench_dir()
+    atomic_write(out_dir / f"{stem}.json", json.dumps(result, indent=2))
+    _figure(result, out_dir / f"{stem}.png", title=f"{name} {args.model}, {n_cls} classes, batch {batch}, "
+                                                   f"{result['device']}",
+            labels=("official-style (full-length text every batch)", "ours (cut at EOT, test prompts once)"))
     return result
 
 
@@ -238,20 +347,21 @@ def _imagenet_projection(model: PromptCLIP, device, args, size) -> dict:
             "projection_longest_prompt_tokens": int(eot.max()) + 1, "projection_peak_mem_gib": peak_gib}
 
 
-def _figure(result: dict, path) -> None:
+def _figure(result: dict, path, title: str | None = None,
+            labels=("per-image reference (full 77 tokens)", "fast exact (batched, cut at EOT)")) -> None:
     fig = Figure(figsize=(5.5, 3.2))  # no pyplot: renders with Agg whatever the session's backend
     ax = fig.subplots()
     groups = ["train", "eval"]
     ref = [1000 * result[f"{g}_reference_s_per_image"] for g in groups]
     fast = [1000 * result[f"{g}_fast_s_per_image"] for g in groups]
     xs = range(len(groups))
-    ax.bar([x - 0.2 for x in xs], ref, 0.4, label="per-image reference (full 77 tokens)")
-    ax.bar([x + 0.2 for x in xs], fast, 0.4, label="fast exact (batched, cut at EOT)")
+    ax.bar([x - 0.2 for x in xs], ref, 0.4, label=labels[0])
+    ax.bar([x + 0.2 for x in xs], fast, 0.4, label=labels[1])
     for x, r, f in zip(xs, ref, fast):
         ax.text(x + 0.2, f, f"{r / f:.1f}x", ha="center", va="bottom")
     ax.set_xticks(list(xs), groups)
     ax.set_ylabel("ms per image")
-    ax.set_title(f"CoCoOp {result['model']}, {result['classes']} classes, {result['device']}", fontsize=8)
+    ax.set_title(title or f"CoCoOp {result['model']}, {result['classes']} classes, {result['device']}", fontsize=8)
     ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

@@ -38,6 +38,16 @@ MINI_CLIP = {
 }
 
 
+# Notebooks `reproduce` runs side by side (each once its upstream has run). mini: the MVP tables (10-12) and the
+# CoCoOp tables (20-22) are independent after the mini CLIP; side by side they fill the core a notebook leaves
+# idle (an odd job out, plotting, process start-up), on a CPU where every job runs at one thread.
+NOTEBOOKS_AT_ONCE = {"smoke": 1, "mini": 2, "paper": 1}
+
+
+def notebooks_at_once(profile: str) -> int:
+    return NOTEBOOKS_AT_ONCE.get(profile, 1)
+
+
 @dataclass
 class Resolved:
     profile: str

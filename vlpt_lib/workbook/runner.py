@@ -28,13 +28,17 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
 from ..jobs.launch import RECOMPUTE_BEFORE_ENV, RUN_LOG_ENV, result_digest
@@ -295,9 +299,13 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
     try:
         out.unlink(missing_ok=True)  # the old executed copy describes a run whose results are being replaced
         fault_point("record-running")
-        with _environ({RUN_LOG_ENV: str(run_log), RUNNER_PID_ENV: str(os.getpid())}):
+        kernel_env = {RUN_LOG_ENV: str(run_log), RUNNER_PID_ENV: str(os.getpid())}
+        with contextlib.ExitStack() as stack:
+            if threading.current_thread() is threading.main_thread():  # one notebook at a time: this process too
+                stack.enter_context(_environ(kernel_env))
             pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name="python3",
-                                cwd=str(src.parent), progress_bar=False, log_output=False,
+                                progress_bar=False, log_output=False,
+                                kernel_manager_class=_kernel_manager(kernel_env, src.parent),
                                 # quiet kernel logs: no "KeyboardInterrupt caught in kernel" at each shutdown
                                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except pm.PapermillExecutionError as err:
@@ -348,6 +356,27 @@ def _runs_used(run_log: Path) -> list[dict]:
             entry = json.loads(line)
             runs[entry["run_dir"]] = entry
     return list(runs.values())
+
+
+_KERNELS: set = set()  # kernel managers of the notebooks running now (an interrupt reaches each)
+
+
+def _kernel_manager(env: dict[str, str], cwd: Path) -> type:
+    """The kernel manager of one notebook run: its kernel starts in `cwd` with `env` on top of this process's
+    environment. Papermill's own cwd= would chdir this whole process, and two notebooks running side by side
+    (reproduce's `notebooks`) share one process environment, so neither is set process-wide."""
+    class Manager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**os.environ, **(kw.get("env") or {}), **env}
+            kw["cwd"] = str(cwd)
+            _KERNELS.add(self)
+            return await super().start_kernel(**kw)
+
+        async def shutdown_kernel(self, *args, **kw):
+            _KERNELS.discard(self)
+            return await super().shutdown_kernel(*args, **kw)
+
+    return Manager
 
 
 @contextlib.contextmanager
@@ -414,7 +443,9 @@ def status_lines(states: list[NotebookState]) -> list[str]:
 
 def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
               nb_dir: Path | None = None, p_dir: Path | None = None, render: bool = True,
-              dry_run: bool = False) -> list[Outcome]:
+              dry_run: bool = False, notebooks: int | None = None) -> list[Outcome]:
+    """Run the selected notebooks (cached ones skipped) and render the report. notebooks: how many run side by
+    side, each once its upstream has run (None: the profile's, profiles.notebooks_at_once)."""
     present = available(nb_dir)
     todo = resolve(only, present) if only else present
     if dry_run and profile != "paper":
@@ -432,7 +463,26 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
         stack.enter_context(exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"))
         if force:  # jobs too: a result older than this run is recomputed, once (the kernels inherit the variable)
             stack.enter_context(_environ({RECOMPUTE_BEFORE_ENV: f"{time.time():.3f}"}))
-        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only), extra=extra)
+        at_once = profiles.notebooks_at_once(profile) if notebooks is None else int(notebooks)
+        return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only), extra=extra,
+                                 notebooks=at_once)
+
+
+def _waits_for(name: str, todo: list[str]) -> set[str]:
+    """The selected notebooks `name` must wait for: its upstream (PIPELINE), the setup notebook's data check
+    (everything waits for it), and for the report, every other notebook."""
+    if name == SETUP:
+        return set()
+    if name in ALWAYS_RUN:
+        return {n for n in todo if n != name}
+    return {d for d in PIPELINE.get(name, ()) if d in todo} | ({SETUP} & set(todo))
+
+
+def _finish(bar, outcome: Outcome) -> Outcome:
+    why = f": {outcome.reason}" if outcome.reason else ""
+    bar.write(f"  {outcome.name}: {outcome.status} ({outcome.seconds:.0f} s){why}")
+    bar.update()
+    return outcome
 
 
 def _dry_run_setup(todo: list[str], p_dir: Path | None, nb_dir: Path | None) -> dict[str, dict]:
@@ -455,24 +505,55 @@ def _dry_run_setup(todo: list[str], p_dir: Path | None, nb_dir: Path | None) -> 
 
 
 def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path | None, p_dir: Path | None,
-                      render: bool, selective: bool, extra: dict[str, dict] | None = None) -> list[Outcome]:
-    outcomes: list[Outcome] = []
+                      render: bool, selective: bool, extra: dict[str, dict] | None = None,
+                      notebooks: int = 1) -> list[Outcome]:
+    outcomes: dict[str, Outcome] = {}
     failed: Outcome | None = None
     if extra:  # a dry run says so from the start (99_report reads it before the final metadata is written)
-        write_run_metadata(profile, outcomes, caps=extra)
-    with tqdm(todo, desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
-            if failed is not None:
-                outcomes.append(Outcome(name, "skipped", message=f"not run: {failed.name} failed"))
+        write_run_metadata(profile, [], caps=extra)
+    waits_for = {name: _waits_for(name, todo) for name in todo}
+    pending = list(todo)
+
+    def run(name: str) -> Outcome:
+        overrides = _overrides(name, todo, selective, extra)
+        return run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir, overrides=overrides)
+
+    with tqdm(total=len(todo), desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar, \
+            ThreadPoolExecutor(max(1, notebooks), thread_name_prefix="notebook") as pool:
+        running: dict = {}
+        while pending or running:
+            for name in list(pending):  # start what may start: its upstream done, a free slot
+                if failed is not None:
+                    outcomes[name] = Outcome(name, "skipped", message=f"not run: {failed.name} failed")
+                    pending.remove(name)
+                    bar.update()
+                elif len(running) < max(1, notebooks) and waits_for[name] <= set(outcomes):
+                    pending.remove(name)
+                    if notebooks <= 1:  # one at a time: in this thread (an interrupt reaches it directly)
+                        outcomes[name] = _finish(bar, run(name))
+                        failed = failed or (outcomes[name] if outcomes[name].status == "failed" else None)
+                        break
+                    running[pool.submit(run, name)] = name
+                    bar.set_postfix_str(", ".join(running.values()))
+            if not running:
+                if pending and failed is None and not any(waits_for[n] <= set(outcomes) for n in pending):
+                    raise RuntimeError(f"cannot order the notebooks {pending}: each waits for another")
                 continue
-            overrides = _overrides(name, todo, selective, extra)
-            outcome = run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir, overrides=overrides)
-            outcomes.append(outcome)
-            why = f": {outcome.reason}" if outcome.reason else ""
-            bar.write(f"  {name}: {outcome.status} ({outcome.seconds:.0f} s){why}")
-            if outcome.status == "failed":
-                failed = outcome
+            try:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:  # stop the notebooks running beside each other: each marks itself
+                for km in list(_KERNELS):  # as Lab's "interrupt kernel": the running cell raises KeyboardInterrupt
+                    process = getattr(getattr(km, "provisioner", None), "process", None)
+                    if process is not None and process.poll() is None:
+                        process.send_signal(signal.SIGINT)
+                wait(running)
+                raise
+            for future in done:
+                name = running.pop(future)
+                outcomes[name] = _finish(bar, future.result())
+                if outcomes[name].status == "failed" and failed is None:
+                    failed = outcomes[name]
+    outcomes = [outcomes[name] for name in todo]
     # results/<profile>/run_metadata.json: what produced these numbers (a dry run: its parameters on the paper's)
     write_run_metadata(profile, outcomes, caps=extra or None)
     if render:
