@@ -38,7 +38,8 @@ test: install
 # only on one CPU's vector kernels fails here, not on a user's machine. CI runs it after `make test`.
 test-kernels: install
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q tests/test_cocoop_exact.py tests/test_fidelity_cocoop.py \
-		tests/test_fidelity_mvp.py tests/test_spine_launch.py tests/test_kgcoop_exact.py tests/test_targets.py
+		tests/test_fidelity_mvp.py tests/test_spine_launch.py tests/test_kgcoop_exact.py tests/test_targets.py \
+		tests/test_maple_exact.py tests/test_promptsrc_exact.py
 
 # Every CPU kernel variant this machine can select (threads, ATen capability, MKL_CBWR, oneDNN ISA), with the
 # worst float32 error each gave per comparison (scripts/kernel_matrix.sh; about 10 minutes).

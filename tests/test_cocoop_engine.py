@@ -143,8 +143,15 @@ def test_bench_cocoop_smoke(tmp_path, monkeypatch, capsys):
     out = run_bench(["--device", "cpu", "--model", "vlpt-smoke-clip", "--classes", "6", "--batch", "2",
                      "--iters", "1", "--warmup", "0", "--threads", "1"])
     assert out["max_abs_logit_diff"] < 1e-4
-    assert "cocoop train speedup:" in capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "cocoop train speedup:" in lines[-1]
     assert (tmp_path / "bench" / "cocoop_cpu.json").exists() and (tmp_path / "bench" / "cocoop_cpu.png").exists()
+    # the deep-prompt methods, timed against the way their official trainers compute, each with its own files
+    assert set(out["deep_prompt_methods"]) == {"MaPLe", "PromptSRC"}
+    for name, res in out["deep_prompt_methods"].items():
+        assert res["max_abs_logit_diff"] < 1e-4 and res["train_speedup"] > 0
+        assert any(line.startswith(f"{name} train speedup:") for line in lines)
+        assert (tmp_path / "bench" / f"{name.lower()}_cpu.json").exists()
 
 
 def test_load_from_refuses_another_methods_run(tmp_path):

@@ -201,3 +201,20 @@ def test_a_failure_beside_another_notebook_skips_what_is_left(toy, monkeypatch):
     states = {s.name: s.reason for s in runner.status("smoke", nb_dir=nb_dir, p_dir=p_dir)}
     assert states["10_mvp_pretrain"] is None  # it ran beside the failure: kept
     assert states["20_cocoop_base2new"] and states["99_report"]  # failed / skipped: they run next time
+
+
+def test_notebooks_side_by_side_each_get_their_own_run_log_and_folder(toy, results_root):
+    """Two kernels at once: each logs the job runs it used to its own file and runs in the notebooks' folder,
+    and the runner's own working folder is left as it was."""
+    nb_dir, p_dir = toy
+    body = ("import os\nfrom vlpt_lib.jobs.launch import RUN_LOG_ENV\nfrom vlpt_lib.workbook import paths\n"
+            "out = paths.results_dir(profile) / f'{name}.txt'\nout.parent.mkdir(parents=True, exist_ok=True)\n"
+            "out.write_text(os.environ[RUN_LOG_ENV] + '\\n' + os.getcwd())")
+    for name in ("10_mvp_pretrain", "20_cocoop_base2new"):
+        _notebook(nb_dir / f"{name}.ipynb", f'profile = "smoke"\nname = "{name}"', body)
+    cwd = os.getcwd()
+    out = runner.reproduce("smoke", nb_dir=nb_dir, p_dir=p_dir, render=False, notebooks=2)
+    assert {o.status for o in out} == {"ran"} and os.getcwd() == cwd
+    for name in ("10_mvp_pretrain", "20_cocoop_base2new"):
+        log, folder = (results_root / "smoke" / f"{name}.txt").read_text().splitlines()
+        assert log.endswith(f"{name}.runs.jsonl") and folder == str(nb_dir)

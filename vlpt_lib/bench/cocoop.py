@@ -248,7 +248,7 @@ def deep_methods(selection: str | None) -> list[str]:
 
 
 def official_style(model: DeepPromptCLIP, fn):
-    """fn run the way the official MaPLe / PromptSRC trainers compute: every call encodes all class prompts in one
+    """fn run the way the official deep-prompt trainers compute: every call encodes all class prompts in one
     pass at the full context length, and keeps no text features between test batches."""
     def call(*args):
         saved = model.truncate, model.text_chunk
@@ -302,8 +302,8 @@ def _bench_deep(name: str, clip, tokenizer, args, device, n_cls: int, size) -> d
           flush=True)
     for phase, make in (("train", train_step), ("eval", eval_step)):
         model.train(phase == "train")
-        # at least one untimed step each: the frozen features a method keeps per class set (PromptSRC's template
-        # ensemble, computed once at start by the official trainer too) are not part of a step
+        # at least one untimed step each: frozen features a method keeps per class set (a template ensemble the
+        # official trainer computes once at start too) are not part of a step
         best, raw = _time_pair({"fast": make(model), "reference": make(official_style(model, model))}, device,
                                max(1, args.warmup), iters, use_cpu_time=not cuda)
         for path in ("fast", "reference"):

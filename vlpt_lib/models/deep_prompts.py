@@ -1,7 +1,7 @@
 """Deep prompts in both of CLIP's towers: learned tokens that enter the text and the image transformer with
 their input and are replaced by new learned tokens before each of the next layers (VPT-deep applied to both
-towers: the design of MaPLe, IVLP and PromptSRC; muzairkhattak/multimodal-prompt-learning clip/model.py,
-ResidualAttentionBlock_MaPLe / ResidualAttentionBlock_IVLP and VisionTransformer(_MaPLe)).
+towers, as the multi-modal prompt learners do; official: muzairkhattak/multimodal-prompt-learning clip/model.py,
+its prompt-swapping residual attention blocks and vision transformers).
 
 Text, prompt of class k: [SOS] p_1..p_n <words after the context> [EOT]. Before block i (1 <= i <= len(deep))
 the hidden states at positions 1..n are replaced by deep[i-1] (the same tokens for every class).
@@ -107,7 +107,7 @@ class DeepPromptCLIP(PromptCLIP):
     are the prompted tower's (with gradient: the vision prompts learn through it); the class prompts of a test
     set are encoded once (cached until training or the class set changes), in length-sorted chunks.
 
-    Context: the official rule of MaPLe / IVLP (`if ctx_init and n_ctx <= 4`): the first n_ctx tokens of
+    Context: the official rule of these learners (`if ctx_init and n_ctx <= 4`): the first n_ctx tokens of
     ctx_init are learned and the rest of ctx_init stays as words of every prompt; otherwise n_ctx random
     tokens "X X ..". (CoOp's rule, in PromptCLIP, learns every word of ctx_init.)
     """

@@ -30,7 +30,7 @@ def zeroshot_classifier(model, tokenizer, classnames: Sequence[str], template: s
 
     `template` is one "...{}..." string, a callable(classname) -> str, or a list of either
     (an ensemble: the normalised embeddings of all templates are averaged, then renormalised;
-    normalize_each=False averages the raw embeddings instead, as PromptSRC's frozen text features).
+    normalize_each=False averages the raw embeddings instead, as some prompt learners' frozen features do).
     Class names have "_" replaced by " ".
     """
     if device is None:
