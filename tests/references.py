@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import open_clip
 import torch
 
 
@@ -77,7 +78,27 @@ def mmseg_layer_decay_groups(named_params, weight_decay, paramwise_num_layers, l
     return out
 
 
-# ------------------------------------------------------------------ deep prompts (MaPLe, IVLP / PromptSRC)
+# ------------------------------------------------------------------ the models the prompt learners' rules run on
+def tiny_openai_clip(seed=0, *, embed=32, context=32, text_width=64, text_layers=2, vision_width=64,
+                     vision_layers=2, head_width=16):
+    """A random OpenAI-layout CLIP (QuickGELU, as OpenAI's) for the prompt learners' equality tests, its
+    LayerNorms and biases moved off their init so that nothing in the comparison is special."""
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(
+        embed_dim=embed, quick_gelu=True,
+        vision_cfg=dict(image_size=32, layers=vision_layers, width=vision_width, patch_size=16, head_width=head_width),
+        text_cfg=dict(context_length=context, vocab_size=49408, width=text_width, heads=text_width // head_width,
+                      layers=text_layers))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name or name.startswith("ln_") or "ln_final" in name:
+                p.add_(0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+# ------------------------------------------------------------------ deep prompts (the multi-modal prompt learners)
 def _official_block(blk, x, attn_mask=None):
     """clip/model.py ResidualAttentionBlock*.forward after the prompt swap: x + attn(ln_1(x)); x + mlp(ln_2(x))
     (written batch-first on open_clip's block modules; the official runs them sequence-first, the same sums)."""

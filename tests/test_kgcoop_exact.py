@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics import assert_close_fp32
+from references import tiny_openai_clip
 from vlpt_lib.data import coop
 from vlpt_lib.methods import prompt as methods
 
@@ -69,21 +70,8 @@ def tokenizer(texts):
 
 
 def tiny_clip(seed: int = 0):
-    """A random OpenAI-layout CLIP (QuickGELU as OpenAI's), LayerNorms and biases moved off their init."""
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=EMBED, quick_gelu=True,
-        vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=16, head_width=16),
-        text_cfg=dict(context_length=CONTEXT, vocab_size=49408, width=TEXT_WIDTH, heads=TEXT_WIDTH // HEAD_WIDTH,
-                      layers=TEXT_LAYERS),
-    )
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or name.startswith("ln_") or "ln_final" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
+    return tiny_openai_clip(seed, embed=EMBED, context=CONTEXT, text_width=TEXT_WIDTH, text_layers=TEXT_LAYERS,
+                            head_width=HEAD_WIDTH)
 
 
 # ------------------------------------------------------------------------------- the official rule, written out

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from numerics import assert_close_fp32
-from references import official_deep_image, official_deep_text, official_learned_prompts
+from references import official_deep_image, official_deep_text, official_learned_prompts, tiny_openai_clip
 from vlpt_lib.methods import prompt as methods
 from vlpt_lib.methods.prompt import promptsrc
 
@@ -58,19 +58,8 @@ def tokenizer(texts):
 
 
 def tiny_clip(seed: int = 0):
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=EMBED, quick_gelu=True,
-        vision_cfg=dict(image_size=32, layers=VISION_LAYERS, width=VISION_WIDTH, patch_size=16, head_width=HEAD_WIDTH),
-        text_cfg=dict(context_length=CONTEXT, vocab_size=49408, width=TEXT_WIDTH, heads=TEXT_WIDTH // HEAD_WIDTH,
-                      layers=TEXT_LAYERS))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or name.startswith("ln_") or "ln_final" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
+    return tiny_openai_clip(seed, embed=EMBED, context=CONTEXT, text_width=TEXT_WIDTH, text_layers=TEXT_LAYERS,
+                            vision_width=VISION_WIDTH, vision_layers=VISION_LAYERS, head_width=HEAD_WIDTH)
 
 
 def official_fixed_embeddings(clip):

@@ -107,6 +107,24 @@ def _time_pair(fns: dict, device, warmup: int, iters: int, use_cpu_time: bool = 
     return {name: statistics.median(v[key]) for name, v in samples.items()}, samples
 
 
+def _train_step(loss_fn, opt, device, precision):
+    """One timed training step: the loss under autocast, backward, SGD step."""
+    def step():
+        with autocast(device, precision):
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _eval_step(forward, device, precision):
+    def step():
+        with torch.no_grad(), autocast(device, precision):
+            forward()
+    return step
+
+
 def main(argv: list[str] | None = None) -> int:
     run_bench(argv)
     return 0
@@ -175,19 +193,10 @@ def run_bench(argv: list[str] | None = None) -> dict:
     print(f"max |fast - reference| logit difference: {diff:.2e}", flush=True)
 
     def train_step(forward):
-        def step():
-            with autocast(device, args.precision):
-                loss = F.cross_entropy(forward(images).float(), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        return _train_step(lambda: F.cross_entropy(forward(images).float(), labels), opt, device, args.precision)
 
     def eval_step(forward):
-        def step():
-            with torch.no_grad(), autocast(device, args.precision):
-                forward(images)
-        return step
+        return _eval_step(lambda: forward(images), device, args.precision)
 
     fast_fwd = model
     ref_fwd = lambda x: reference_cocoop_logits(model, x)  # noqa: E731
@@ -279,19 +288,10 @@ def _bench_deep(name: str, clip, tokenizer, args, device, n_cls: int, size) -> d
         diff = (model(images).float() - official_style(model, model)(images).float()).abs().max().item()
 
     def train_step(forward):
-        def step():
-            with autocast(device, args.precision):
-                loss = forward(images, labels)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        return _train_step(lambda: forward(images, labels)["loss"], opt, device, args.precision)
 
     def eval_step(forward):
-        def step():
-            with torch.no_grad(), autocast(device, args.precision):
-                forward(images)
-        return step
+        return _eval_step(lambda: forward(images), device, args.precision)
 
     result = {"method": name, "model": args.model, "classes": n_cls, "batch": batch, "iters": iters,
               "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
