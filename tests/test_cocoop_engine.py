@@ -159,3 +159,36 @@ def test_load_from_refuses_another_methods_run(tmp_path):
     P.check_trained_by("CoOp", tmp_path)  # its own method: fine
     with pytest.raises(ValueError, match="trained by 'CoOp', not 'KgCoOp'"):
         P.check_trained_by("KgCoOp", tmp_path)
+
+
+def test_frozen_test_features_score_as_the_images_do_and_are_encoded_once(smoke_env, tmp_path):
+    """A method whose image features are the frozen CLIP's is scored from features encoded once per process:
+    the same top-1, loss and per-class accuracy as scoring the images (same batches, same encoder), one
+    encoding for every method and seed, and a new one when an image is rewritten."""
+    import os
+    import shutil
+
+    from vlpt_lib.data import coop
+    from vlpt_lib.data.imagefolder import limit
+    from vlpt_lib.training.evaluate import evaluate_classifier
+
+    world = tmp_path / "world"
+    shutil.copytree(smoke_env["data_root"], world)
+    cfg = P.Config.model_validate(_cfg({**smoke_env, "data_root": str(world)}, method="CoOp", max_test_images=20))
+    device = torch.device("cpu")
+    model, bundle = P.build_model(cfg, device)
+    ds = coop.subsample_classes(coop.load_dataset("OxfordPets", world), "base")
+    model.set_classnames(ds.classnames)
+    model.eval()
+    test = limit(coop.ImageListDataset(ds.test, bundle.preprocess_val), cfg.max_test_images, cfg.seed)
+    kw = dict(device=device, batch_size=cfg.test_batch_size, num_classes=ds.num_classes)
+    from_images = evaluate_classifier(model, test, **kw)
+    features = P.frozen_test_features(model, test, ds.test, cfg, device)
+    from_features = evaluate_classifier(model.logits_from_features, features, **kw)
+    assert from_features == from_images and from_images["n"] == 20
+    other = P.Config.model_validate(_cfg({**smoke_env, "data_root": str(world)}, method="KgCoOp", seed=1,
+                                         max_test_images=20))
+    assert P.frozen_test_features(model, test, ds.test, other, device) is features  # another method: no encoding
+    image = ds.test[0].impath
+    os.utime(image, ns=(os.stat(image).st_atime_ns, os.stat(image).st_mtime_ns + 10**9))  # rewritten in place
+    assert P.frozen_test_features(model, test, ds.test, cfg, device) is not features

@@ -20,10 +20,13 @@ run folder of this job) evaluates its learned prompts without training. Returns 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 
 from ..data import coop
@@ -31,11 +34,12 @@ from ..data.imagefolder import limit
 from ..models.clip import _is_path, load_clip
 from ..methods import prompt as methods
 from ..methods.prompt.base import DasslRecipe, EvalTarget, PromptMethod, PromptRun
+from ..models.prompt import PromptCLIP
 from ..models.text_encoder import text_chunk_for
 from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
 from ..utils import distributed
-from ..utils.device import limit_cpu_threads, pick_device, seed_everything
+from ..utils.device import autocast, limit_cpu_threads, pick_device, seed_everything
 from ..utils.progress import get_logger
 
 DEFAULT_METHOD = "CoCoOp"  # the paper this job reproduces first
@@ -89,13 +93,20 @@ def make_scheduler(optimizer, cfg: DasslRecipe, steps_per_epoch: int):
 _CLIP_CACHE: dict = {}
 
 
+def _clip_key(spec, device) -> tuple:
+    """A loaded CLIP's identity in this process: its spec, device and (a weights file) the file's size and mtime."""
+    weights = _stat(spec.pretrained) if spec.pretrained and _is_path(spec.pretrained) and os.path.exists(
+        spec.pretrained) else None
+    return spec.model_name, str(spec.pretrained), spec.quick_gelu, str(device), weights
+
+
 def build_model(cfg: PromptRun, device: torch.device):
     """The cfg's method on the cfg's CLIP. The frozen CLIP is loaded once per process (a notebook running many
     inline jobs reuses it; nothing in a job modifies CLIP's weights)."""
-    spec = cfg.clip
-    key = (spec.model_name, str(spec.pretrained), spec.quick_gelu, str(device))
+    key = _clip_key(cfg.clip, device)
     if key not in _CLIP_CACHE:
         _CLIP_CACHE.clear()  # keep one CLIP in memory at most
+        spec = cfg.clip
         _CLIP_CACHE[key] = load_clip(spec.model_name, spec.pretrained, device, quick_gelu=spec.quick_gelu)
     bundle = _CLIP_CACHE[key]
     seed_everything(cfg.seed)  # the Meta-Net's init must not depend on whether CLIP came from the cache
@@ -201,7 +212,11 @@ def evaluate_all(model: PromptMethod, bundle, cfg: PromptRun, root: Path, device
         ds = coop.subsample_classes(loaded[name], target.subsample)
         model.set_classnames(ds.classnames, template=model.template_for(ds.name, ds.template))
         test = limit(coop.ImageListDataset(ds.test, bundle.preprocess_val), cfg.max_test_images, cfg.seed)
-        res = evaluate_classifier(model, test, device=device,
+        scorer = model
+        if type(model).encode_images is PromptCLIP.encode_images and not distributed.is_dist():
+            # the frozen CLIP's features: computed once per process for every method and seed that tests here
+            test, scorer = frozen_test_features(model, test, ds.test, cfg, device), model.logits_from_features
+        res = evaluate_classifier(scorer, test, device=device,
                                   batch_size=cfg.test_batch_size, precision=cfg.precision,
                                   num_workers=cfg.num_workers, num_classes=ds.num_classes,
                                   desc=f"eval {cfg.method} {name} {split}")
@@ -211,6 +226,40 @@ def evaluate_all(model: PromptMethod, bundle, cfg: PromptRun, root: Path, device
         log.info("%s on %s (%s, %d classes): %.2f%% of %d", cfg.method, ds.name, split, ds.num_classes,
                  res["top1"], res["n"])
     return results
+
+
+_TEST_FEATURES: OrderedDict = OrderedDict()  # per process: (CLIP, test images, how they are batched) -> features
+_TEST_FEATURES_KEPT = 8
+
+
+@torch.no_grad()
+def frozen_test_features(model: PromptMethod, test, items, cfg: PromptRun, device: torch.device) -> TensorDataset:
+    """The frozen CLIP's normalised features of a test set, with its labels. A process running many prompt jobs
+    (a notebook's inline runs, a run_jobs worker) encodes a test set once for zero-shot CLIP, CoOp, CoCoOp,
+    KgCoOp and every seed: their image features do not depend on what they learn. Exact: the same batches
+    through the same encoder as model(images) in evaluate_classifier. Keyed by the CLIP, each image's path,
+    label, size and mtime (an image rewritten in place is encoded again), the draw of max_test_images, the
+    batch size and precision."""
+    files = tuple((d.impath, d.label, *_stat(d.impath)) for d in items)
+    key = (_clip_key(cfg.clip, device), files, cfg.max_test_images, cfg.seed, cfg.test_batch_size, cfg.precision)
+    if key in _TEST_FEATURES:
+        _TEST_FEATURES.move_to_end(key)
+        return _TEST_FEATURES[key]
+    loader = DataLoader(test, batch_size=cfg.test_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    feats, labels = [], []
+    for images, y in loader:
+        with autocast(device, cfg.precision):
+            feats.append(model.encode_images(images.to(device)))
+        labels.append(y.to(device))
+    _TEST_FEATURES[key] = TensorDataset(torch.cat(feats), torch.cat(labels))
+    while len(_TEST_FEATURES) > _TEST_FEATURES_KEPT:
+        _TEST_FEATURES.popitem(last=False)
+    return _TEST_FEATURES[key]
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 # ----- what a run reads: its cache key and input fingerprint (vlpt_lib.jobs.launch) ------------------------
