@@ -49,3 +49,26 @@ def test_a_second_reproduce_of_the_same_profile_is_refused(results_root, tmp_pat
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_a_run_held_by_a_process_of_the_same_reproduce_is_waited_for(tmp_path, monkeypatch):
+    """Two notebooks of one reproduce (the same $VLPT_RUNNER_PID) sharing a run: the second waits for the first
+    and serves its result; a process of another reproduce is still refused at once."""
+    import time
+
+    from vlpt_lib.utils.faults import RUNNER_PID_ENV
+
+    runs = tmp_path / "runs"
+    run_dir = launch.run_dir_for("example", CFG, runs)
+    lock = run_dir.with_name(f".{run_dir.name}.lock")
+    hold = ("import sys, time\nfrom vlpt_lib.utils.lock import exclusive\n"
+            "with exclusive(sys.argv[1], 'test', group='4242'):\n    print('held', flush=True)\n    time.sleep(1.5)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    monkeypatch.setenv(RUNNER_PID_ENV, "4343")
+    with pytest.raises(Busy, match=rf"in use by process {holder.pid}"):
+        launch.run_job("example", CFG, runs)
+    monkeypatch.setenv(RUNNER_PID_ENV, "4242")
+    start = time.monotonic()
+    assert launch.run_job("example", CFG, runs)["world_size"] == 1
+    assert time.monotonic() - start > 0.5 and holder.wait() == 0  # it waited for the holder to let go

@@ -41,6 +41,7 @@ from typing import Sequence
 
 import torch
 
+from ..utils.faults import RUNNER_PID_ENV
 from ..utils.fingerprint import changed_paths, code_hash, fingerprint
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
@@ -158,8 +159,11 @@ def cached_result(job: str, cfg: dict, runs_dir: str | os.PathLike) -> dict | No
 
 
 def _one_writer(run_dir: Path):
-    """The run folder's lock: a second process would resume from the first one's live checkpoint."""
-    return exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}")
+    """The run folder's lock: a second process would resume from the first one's live checkpoint. Processes of
+    one `reproduce` (its notebooks' kernels and their workers: the same $VLPT_RUNNER_PID) wait for each other:
+    notebooks side by side that share a run (Tables 2 and 3 share the ImageNet-trained runs) compute it once."""
+    return exclusive(run_dir.with_name(f".{run_dir.name}.lock"), f"run {run_dir}",
+                     group=os.environ.get(RUNNER_PID_ENV) or None)
 
 
 def run_jobs(jobs: Sequence[tuple[str, dict]], runs_dir: str | os.PathLike, *, workers: int = 1,
