@@ -79,6 +79,8 @@ class Recipe(DasslRecipe):
     warmup_lr: NonNegative = Field(1e-5, description=f"{CFG} OPTIM.WARMUP_CONS_LR 1e-5")
     test_batch_size: Count = Field(100, description=f"{CFG} DATALOADER.TEST.BATCH_SIZE 100")
     augment: bool = Field(True, description=f"{CFG} INPUT.TRANSFORMS random_resized_crop, random_flip, normalize")
+    max_templates: Count | None = Field(None, description="[cap] the first N of the 60 templates of the frozen text "
+                                                          "features (the paper profile's dry run; None: all 60)")
     transfer_config: ClassVar[dict] = {"prompt_depth_text": 3, "prompt_depth_vision": 3, "gpa_mean": 6.0,
                                        "gpa_std": 10.0}
 
@@ -116,7 +118,7 @@ class PromptSRC(PromptMethod, DeepPromptCLIP):
     def __init__(self, clip_model, tokenizer, *args, epochs: int = Recipe.model_fields["epochs"].default,
                  n_ctx_vision: int = 4, prompt_depth_text: int = 9, prompt_depth_vision: int = 9,
                  text_loss_weight: float = 25.0, image_loss_weight: float = 10.0, gpa_mean: float = 15.0,
-                 gpa_std: float = 1.0, **kwargs):
+                 gpa_std: float = 1.0, max_templates: int | None = None, **kwargs):
         check_vision_tower(clip_model.visual)
         _, text_blocks, self.vision_width, vision_blocks = tower_widths(clip_model)
         self.deep_text = min(int(prompt_depth_text), text_blocks) - 1  # IVLP blocks 1..depth-1 hold prompts
@@ -127,12 +129,13 @@ class PromptSRC(PromptMethod, DeepPromptCLIP):
         self.epochs = int(epochs)
         self.text_loss_weight, self.image_loss_weight = float(text_loss_weight), float(image_loss_weight)
         self.gpa = gpa_weights(float(gpa_mean), float(gpa_std), self.epochs)
+        self.templates = TEMPLATES[:max_templates] if max_templates else TEMPLATES
         self._frozen_text: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def model_kwargs(cls, recipe: PromptRun) -> dict:
         keys = ("epochs", "n_ctx_vision", "prompt_depth_text", "prompt_depth_vision", "text_loss_weight",
-                "image_loss_weight", "gpa_mean", "gpa_std")
+                "image_loss_weight", "gpa_mean", "gpa_std", "max_templates")
         return {**super().model_kwargs(recipe), **{k: getattr(recipe, k) for k in keys}}
 
     def build_learner(self, ctx_vectors: torch.Tensor, vis_dim: int, prompt_prefix: str) -> PromptSRCLearner:
@@ -155,7 +158,7 @@ class PromptSRC(PromptMethod, DeepPromptCLIP):
         if key not in self._frozen_text:
             with torch.autocast(self._device().type, enabled=False):
                 self._frozen_text[key] = zeroshot_classifier(
-                    self.clip, self.tokenizer, self.classnames, TEMPLATES, device=self._device(),
+                    self.clip, self.tokenizer, self.classnames, self.templates, device=self._device(),
                     batch_size=self.text_chunk, normalize_each=False).t()
         return self._frozen_text[key]
 
