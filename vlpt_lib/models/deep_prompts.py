@@ -112,6 +112,16 @@ class DeepPromptCLIP(PromptCLIP):
     tokens "X X ..". (CoOp's rule, in PromptCLIP, learns every word of ctx_init.)
     """
 
+    def __init__(self, clip_model, tokenizer, *args, **kwargs):
+        check_vision_tower(clip_model.visual)
+        _, self.text_blocks, self.vision_width, self.vision_blocks = tower_widths(clip_model)
+        self.seed_deep = kwargs.get("seed_ctx")  # the deeper prompts' N(0, 0.02) draw follows the run's seed
+        super().__init__(clip_model, tokenizer, *args, **kwargs)
+
+    def deep_generator(self) -> torch.Generator | None:
+        """A fresh generator for the deeper prompts' init (build_learner), seeded by the run."""
+        return torch.Generator().manual_seed(self.seed_deep) if self.seed_deep is not None else None
+
     def initial_context(self, clip_model, tokenizer, n_ctx: int, ctx_init: str | None, seed_ctx: int | None):
         if ctx_init and n_ctx <= 4:
             ctx_init = ctx_init.replace("_", " ").strip()

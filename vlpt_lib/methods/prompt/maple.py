@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ...models.deep_prompts import DeepPromptCLIP, check_vision_tower, normal_prompts, tower_widths
+from ...models.deep_prompts import DeepPromptCLIP, normal_prompts
 from ...models.prompt import PromptLearner
 from ...utils.fields import Count, Index, NonNegative, Positive
 from . import register
@@ -71,12 +71,7 @@ class MaPLe(PromptMethod, DeepPromptCLIP):
 
     def __init__(self, clip_model, tokenizer, *args, prompt_depth: int = Recipe.model_fields["prompt_depth"].default,
                  **kwargs):
-        check_vision_tower(clip_model.visual)
-        _, text_blocks, self.vision_width, vision_blocks = tower_widths(clip_model)
-        # PROMPT_DEPTH counts the first block; the official code builds depth - 1 deeper sets and uses those
-        # its blocks reach (ResidualAttentionBlock_MaPLe's counter)
-        self.deep = min(int(prompt_depth), text_blocks, vision_blocks) - 1
-        self.seed_deep = kwargs.get("seed_ctx")
+        self.prompt_depth = int(prompt_depth)
         super().__init__(clip_model, tokenizer, *args, **kwargs)
 
     @classmethod
@@ -84,9 +79,11 @@ class MaPLe(PromptMethod, DeepPromptCLIP):
         return {**super().model_kwargs(recipe), "prompt_depth": recipe.prompt_depth}
 
     def build_learner(self, ctx_vectors: torch.Tensor, vis_dim: int, prompt_prefix: str) -> MaPLeLearner:
-        gen = torch.Generator().manual_seed(self.seed_deep) if self.seed_deep is not None else None
-        return MaPLeLearner(ctx_vectors, vis_dim, prompt_prefix, deep=self.deep, vision_width=self.vision_width,
-                            generator=gen)
+        # PROMPT_DEPTH counts the first block; the official code builds depth - 1 deeper sets and uses those
+        # its blocks reach (ResidualAttentionBlock_MaPLe's counter)
+        deep = min(self.prompt_depth, self.text_blocks, self.vision_blocks) - 1
+        return MaPLeLearner(ctx_vectors, vis_dim, prompt_prefix, deep=deep, vision_width=self.vision_width,
+                            generator=self.deep_generator())
 
     def text_prompts(self):
         pl = self.prompt_learner

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ...models.deep_prompts import DeepPromptCLIP, check_vision_tower, normal_prompts, tower_widths
+from ...models.deep_prompts import DeepPromptCLIP, normal_prompts
 from ...models.prompt import PromptLearner
 from ...models.zeroshot import zeroshot_classifier
 from ...utils.fields import Count, Index, NonNegative, Positive
@@ -119,12 +119,8 @@ class PromptSRC(PromptMethod, DeepPromptCLIP):
                  n_ctx_vision: int = 4, prompt_depth_text: int = 9, prompt_depth_vision: int = 9,
                  text_loss_weight: float = 25.0, image_loss_weight: float = 10.0, gpa_mean: float = 15.0,
                  gpa_std: float = 1.0, max_templates: int | None = None, **kwargs):
-        check_vision_tower(clip_model.visual)
-        _, text_blocks, self.vision_width, vision_blocks = tower_widths(clip_model)
-        self.deep_text = min(int(prompt_depth_text), text_blocks) - 1  # IVLP blocks 1..depth-1 hold prompts
-        self.deep_vision = min(int(prompt_depth_vision), vision_blocks) - 1
+        self.prompt_depth_text, self.prompt_depth_vision = int(prompt_depth_text), int(prompt_depth_vision)
         self.n_ctx_vision = int(n_ctx_vision)
-        self.seed_deep = kwargs.get("seed_ctx")
         super().__init__(clip_model, tokenizer, *args, **kwargs)
         self.epochs = int(epochs)
         self.text_loss_weight, self.image_loss_weight = float(text_loss_weight), float(image_loss_weight)
@@ -139,10 +135,12 @@ class PromptSRC(PromptMethod, DeepPromptCLIP):
         return {**super().model_kwargs(recipe), **{k: getattr(recipe, k) for k in keys}}
 
     def build_learner(self, ctx_vectors: torch.Tensor, vis_dim: int, prompt_prefix: str) -> PromptSRCLearner:
-        gen = torch.Generator().manual_seed(self.seed_deep) if self.seed_deep is not None else None
-        return PromptSRCLearner(ctx_vectors, vis_dim, prompt_prefix, deep_text=self.deep_text,
-                                n_ctx_vision=self.n_ctx_vision, deep_vision=self.deep_vision,
-                                vision_width=self.vision_width, generator=gen)
+        # IVLP blocks 1..depth-1 hold prompts (at most the tower's blocks)
+        return PromptSRCLearner(ctx_vectors, vis_dim, prompt_prefix,
+                                deep_text=min(self.prompt_depth_text, self.text_blocks) - 1,
+                                n_ctx_vision=self.n_ctx_vision,
+                                deep_vision=min(self.prompt_depth_vision, self.vision_blocks) - 1,
+                                vision_width=self.vision_width, generator=self.deep_generator())
 
     def text_prompts(self):
         pl = self.prompt_learner
