@@ -1,6 +1,7 @@
 """Atomic checkpoints in a run folder, so a killed run restarts from its last save.
 
-One layout for every job: {"model", "optimizer", "scaler", "scheduler", "epoch", "step", "history", ...}.
+One layout for every job: {"model", "optimizer", "scaler", "scheduler", "epoch", "step", "history", ...}; a finished
+run's last save has no optimizer, scaler or scheduler state (nothing resumes it; AdamW's moments are twice the model).
 """
 from __future__ import annotations
 

@@ -181,9 +181,10 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
         log.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                      for k, v in rec.items() if not isinstance(v, list)})
         write_metrics(run_dir, rec)
-        checkpoint.save(run_dir, {"model": state_module.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "scaler": scaler.state_dict(), "scheduler": scheduler.state_dict(),
-                                  "epoch": epoch, "step": step, "history": history, "seed": seed})
+        state = {"model": state_module.state_dict(), "epoch": epoch, "step": step, "history": history, "seed": seed}
+        if not last:  # only an unfinished run resumes; a finished one keeps no optimizer state (AdamW's: twice the model)
+            state.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), scheduler=scheduler.state_dict())
+        checkpoint.save(run_dir, state)
     return history
 
 
