@@ -212,6 +212,15 @@ def test_table1_verdicts_from_the_rows():
     assert v.left_mean == pytest.approx(sum(cocoop_h) / 3) and v.right_mean == pytest.approx(sum(coop_h) / 3)
 
 
+def test_best_other_side_is_the_strongest_other_method():
+    sides = claims.samples("cocoop_base2new", tables.to_frame(BASE2NEW))
+    # H means by hand (rows above): CLIP H(55, 65) = 59.6, CoOp about H(77, 57) = 65.5, CoCoOp about H(75, 63) = 68.5
+    assert claims.best_other("best other H", "CoOp H", sides) == "CoCoOp H"
+    assert claims.best_other("best other H", "CoCoOp H", sides) == "CoOp H"  # its own side is not a candidate
+    assert claims.best_other("best other H", "CoCoOp H", {"CoCoOp H": sides["CoCoOp H"]}) == "best other H"  # none
+    assert claims.best_other("CoOp new", "CoCoOp new", sides) == "CoOp new"  # a named side stays
+
+
 def test_mvp_verdicts_need_two_seeds():
     rows = tables.to_frame(_mvp_rows("acc", {"MVP": [40.0, 42.0], "Normalised pixels": [30.0, 31.0],
                                             "Scratch": [39.0, 43.0]}))
