@@ -194,3 +194,20 @@ def test_data_requirements(world, tmp_path):
     allowed = {r["what"].split(" ")[0]: r["required"] for r in data_requirements(tmp_path, allow_folder_split=True)
                if "split file" in r["what"]}
     assert allowed == {n: not coop.DATASETS[n].folder_fallback for n in allowed}
+
+
+def test_cached_folder_scan_follows_each_class_folder(tmp_path, monkeypatch):
+    """A scan cache (kept for large folders) lists an image added to, or removed from, a class folder: adding a
+    file changes that folder's mtime, not the top folder's."""
+    from vlpt_lib.data.coop import folder_scan
+    monkeypatch.setattr(folder_scan, "SCAN_CACHE_MIN", 1)
+    for wnid in ("n01", "n02"):
+        (tmp_path / "images" / wnid).mkdir(parents=True)
+        (tmp_path / "images" / wnid / "a.JPEG").write_bytes(b"")
+    cache = tmp_path / "scan.json"
+    assert folder_scan.scan_folders(tmp_path / "images", cache) == [("n01", ["a.JPEG"]), ("n02", ["a.JPEG"])]
+    assert cache.is_file()
+    (tmp_path / "images" / "n02" / "b.JPEG").write_bytes(b"")
+    assert folder_scan.scan_folders(tmp_path / "images", cache)[1] == ("n02", ["a.JPEG", "b.JPEG"])
+    (tmp_path / "images" / "n01" / "a.JPEG").unlink()  # as the error about a corrupt image advises
+    assert folder_scan.scan_folders(tmp_path / "images", cache)[0] == ("n01", [])

@@ -1,7 +1,8 @@
 """Listing class folders and their images, with a JSON cache for large scans (ImageNet's 1.28M files).
 
 A scan with at least SCAN_CACHE_MIN files is written beside the data (atomically; skipped on a read-only
-root) and reused while the folder's mtime is unchanged.
+root) and reused while the mtimes of the folder and of every class folder are unchanged: adding or removing a file
+changes its class folder's mtime, not the top folder's.
 """
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ def class_folders(image_dir: Path, ignored=()) -> list[Path]:
 
 def scan_folders(image_dir: Path, cache: Path | None = None) -> list[tuple[str, list[str]]]:
     """[(class folder name, [file names])] in sorted order; large scans are cached to a JSON file."""
+    folders = class_folders(image_dir)
+    key = [image_dir.stat().st_mtime_ns] + [[f.name, f.stat().st_mtime_ns] for f in folders]
     if cache is not None and cache.is_file():
         try:
             data = json.loads(cache.read_text())
-            if data.get("mtime") == image_dir.stat().st_mtime:
+            if data.get("key") == key:
                 return [(k, v) for k, v in data["folders"]]
         except (OSError, ValueError, KeyError):
             pass
-    folders = [(f.name, [p.name for p in list_images(f)]) for f in class_folders(image_dir)]
-    if cache is not None and sum(len(v) for _, v in folders) >= SCAN_CACHE_MIN:
+    listing = [(f.name, [p.name for p in list_images(f)]) for f in folders]
+    if cache is not None and sum(len(v) for _, v in listing) >= SCAN_CACHE_MIN:
         try:
-            atomic_write(cache, json.dumps({"mtime": image_dir.stat().st_mtime, "folders": folders}))
+            atomic_write(cache, json.dumps({"key": key, "folders": listing}))
         except OSError:
             pass  # read-only data: just rescan next time
-    return folders
+    return listing
