@@ -1,6 +1,7 @@
 """The shared training pieces: exact DDP evaluation, the epoch sampler, the optimizer and schedule factories
 (training/optim.py: Dassl's and BEiT's schedules, timm's cosine and poly, the weight-decay rule), the layers."""
 import ast
+import logging
 import os
 import socket
 import subprocess
@@ -214,3 +215,25 @@ def test_library_imports_sit_at_the_top_of_modules():
                 elif isinstance(node, ast.Import) and any(a.name.startswith("vlpt_lib") for a in node.names):
                     hidden.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert not hidden, "imports inside functions: " + ", ".join(hidden)
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    """An unfinished run keeps its previous save; a last.pt cut short is named in a warning and the previous one
+    is used; a finished run's save drops the fallback; with nothing readable the job starts over (None)."""
+    from vlpt_lib.training import checkpoint
+    checkpoint.save(tmp_path, {"epoch": 0}, keep_previous=True)
+    checkpoint.save(tmp_path, {"epoch": 1}, keep_previous=True)
+    assert checkpoint.load(tmp_path)["epoch"] == 1
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:40])  # a copy cut short
+    logger = logging.getLogger("vlpt")  # the project's logger does not propagate: listen to it directly
+    logger.addHandler(caplog.handler)
+    try:
+        assert checkpoint.load(tmp_path)["epoch"] == 0
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert str(last) in caplog.text and "previous-last.pt" in caplog.text
+    checkpoint.save(tmp_path, {"epoch": 2})  # the last epoch: nothing will resume the run
+    assert not (tmp_path / "previous-last.pt").exists() and checkpoint.load(tmp_path)["epoch"] == 2
+    last.write_bytes(b"")
+    assert checkpoint.load(tmp_path) is None

@@ -132,7 +132,8 @@ def run(cfg: dict, run_dir) -> dict:
         check_trained_by(cfg.method, Path(cfg.load_from))
         state = checkpoint.load(Path(cfg.load_from), map_location="cpu")
         if state is None:
-            raise FileNotFoundError(f"no trained prompts (last.pt) in {cfg.load_from}")
+            raise FileNotFoundError(f"no readable trained prompts (last.pt) in {cfg.load_from}: delete that run "
+                                    "folder and run again to retrain it (only that run)")
         model.prompt_learner.load_state_dict(state["model"])
         train_info = {"loaded_from": str(cfg.load_from), "epoch": state["epoch"] + 1}
     elif model.trains:

@@ -184,7 +184,7 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
         state = {"model": state_module.state_dict(), "epoch": epoch, "step": step, "history": history, "seed": seed}
         if not last:  # only an unfinished run resumes; a finished one keeps no optimizer state (AdamW's: twice the model)
             state.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), scheduler=scheduler.state_dict())
-        checkpoint.save(run_dir, state)
+        checkpoint.save(run_dir, state, keep_previous=not last)
     return history
 
 
