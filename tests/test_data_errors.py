@@ -139,18 +139,52 @@ def test_ade_valid_mask_loads(tmp_path):
     assert m[0, :3].tolist() == [0, 149, 255]
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_ade_coloured_mask_is_an_error(tmp_path, mode):
+    base = _ade(tmp_path, np.ones((6, 8)))
+    data = ADE20K(tmp_path, "training")  # built while the mask is still a label map
+    mask = base / "annotations/training/ADE_train_00000001.png"
+    Image.new(mode, (8, 6), (120, 30, 200)).save(mask)  # a coloured visualisation in its place
+    for load in (lambda: data[0], lambda: ADE20K(tmp_path, "training")):
+        with pytest.raises(DatasetError) as err:
+            load()
+        msg = str(err.value)
+        assert str(mask) in msg and f"{mode} image" in msg and "single-channel PNG of class indices 0-150" in msg
+        assert "\n" not in msg
+    ADE20K(tmp_path, "validation")[0]  # the other split's label map still loads
+
+
 # ----------------------------------------------------------------------------- CoOp split JSON
 def test_split_json_label_out_of_range_is_an_error(tmp_path):
     ddir = tmp_path / "oxford_pets"
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         _jpg(ddir / "images" / name)
     split = {"train": [["a.jpg", 0, "cat"], ["b.jpg", 1, "dog"]], "val": [["a.jpg", 0, "cat"]],
-             "test": [["c.jpg", 199, "dog"]]}
+             "test": [["c.jpg", 199, "bird"]]}  # a class of its own: the label alone is wrong
     (ddir / "split_zhou_OxfordPets.json").write_text(json.dumps(split))
     with pytest.raises(DatasetError) as err:
         coop.load_dataset("OxfordPets", tmp_path)
     msg = str(err.value)
     assert str(ddir / "split_zhou_OxfordPets.json") in msg and "[199]" in msg and str(ddir / "images/c.jpg") in msg
+
+
+@pytest.mark.parametrize("row, conflict", [
+    (["c.jpg", 0, "dog"], "train row 0 (a.jpg) gives label 0 to 'cat'"),     # one label, two names
+    (["c.jpg", 2, "dog"], "train row 1 (b.jpg) gives 'dog' label 1"),         # one name, two labels
+])
+def test_split_json_label_contradicting_its_class_name_is_an_error(tmp_path, row, conflict):
+    ddir = tmp_path / "oxford_pets"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _jpg(ddir / "images" / name)
+    split = {"train": [["a.jpg", 0, "cat"], ["b.jpg", 1, "dog"]], "val": [["b.jpg", 1, "dog"]],
+             "test": [["a.jpg", 0, "cat"], row]}
+    path = ddir / "split_zhou_OxfordPets.json"
+    path.write_text(json.dumps(split))
+    with pytest.raises(DatasetError) as err:
+        coop.load_dataset("OxfordPets", tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"split file {path}: test row 1 (c.jpg) gives 'dog' label {row[1]}, but {conflict}")
+    assert msg.endswith("fix test row 1") and "\n" not in msg
 
 
 # ----------------------------------------------------------------------------- DataLoader workers

@@ -7,9 +7,11 @@
 
 With reduce_zero_label (the MVP/BEiT setting) label 0 becomes 255 (ignored) and the others shift
 down by one, so the classes are 0..K-1. Each pair is checked when it is read (cheap, per item): a
-mask whose size differs from its image, or with values outside 0..K, is a DatasetError naming the
-file(s), for training and evaluation alike. `transforms` is a joint callable (image, mask) -> (image,
-mask); torchvision.transforms.v2 pipelines work as is (the mask arrives as tv_tensors.Mask).
+mask whose size differs from its image, with values outside 0..K, or with more than one channel (a
+coloured visualisation; the first mask's header is also checked when the dataset is built) is a
+DatasetError naming the file(s), for training and evaluation alike. `transforms` is a joint callable
+(image, mask) -> (image, mask); torchvision.transforms.v2 pipelines work as is (the mask arrives as
+tv_tensors.Mask).
 """
 from __future__ import annotations
 
@@ -95,6 +97,7 @@ class ADE20K(Dataset):
             if not ann.is_file():
                 raise DatasetError(f"annotation missing for {p.name}: {ann}", ann, LAYOUT)
             self.samples.append((str(p), str(ann)))
+        open_image_mask(self.samples[0][1], header_only=True)  # a coloured export is refused here, not in a worker
         info = self.root / "objectInfo150.txt"
         self.classnames = read_object_info(info) if info.is_file() else list(ADE20K_CLASSES)
         self.num_classes = len(self.classnames)
@@ -137,10 +140,25 @@ class ADE20K(Dataset):
         return F.to_tensor(image), mask
 
 
-def open_image_mask(path: str):
+def _require_label_map(im, path) -> None:
+    """A multi-channel annotation is a coloured rendering, not class indices: converting it to grey would
+    turn colours into arbitrary labels, so it is refused (the mode comes from the header, no decoding)."""
+    bands = im.getbands()
+    if len(bands) != 1:
+        raise DatasetError(f"ADE20K annotation {path} is a {len(bands)}-channel {im.mode} image; expected a "
+                           f"single-channel PNG of class indices 0-{len(ADE20K_CLASSES)}, as ADEChallengeData2016 "
+                           "ships; a coloured visualisation is not a label map (use the file from the dataset "
+                           "archive)", path)
+
+
+def open_image_mask(path: str, header_only: bool = False):
+    """The annotation as a single-channel PIL image; header_only: check its mode without decoding it."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
+            _require_label_map(im, path)
+            if header_only:
+                return None
             im.load()
             return im if im.mode in ("L", "P") else im.convert("L")
     except FileNotFoundError:

@@ -35,16 +35,37 @@ def _classes_by_label(items: list[Datum], where: Path, layout: str) -> list[str]
     return [names[i] for i in labels]
 
 
+def _check_label_names(rows: dict[str, list[tuple[str, int, str]]], path: Path) -> None:
+    """One class name per label and one label per class name across the file's splits, as the file writes
+    them (before clean_classname): the class list is built from these pairs, so a row that contradicts
+    another would silently train or score its images under the wrong class."""
+    first_name: dict[int, tuple[str, str, int, str]] = {}   # label -> (name, split, row, path) where first seen
+    first_label: dict[str, tuple[int, str, int, str]] = {}  # name -> (label, split, row, path) where first seen
+    for part, items in rows.items():
+        for i, (rel, lab, cname) in enumerate(items):
+            seen = first_name.setdefault(lab, (cname, part, i, rel))
+            if seen[0] != cname:
+                conflict = f"{seen[1]} row {seen[2]} ({seen[3]}) gives label {lab} to {seen[0]!r}"
+            else:
+                seen = first_label.setdefault(cname, (lab, part, i, rel))
+                if seen[0] == lab:
+                    continue
+                conflict = f"{seen[1]} row {seen[2]} ({seen[3]}) gives {cname!r} label {seen[0]}"
+            raise DatasetError(f"split file {path}: {part} row {i} ({rel}) gives {cname!r} label {lab}, but "
+                               f"{conflict}; regenerate the split file or fix {part} row {i}", path)
+
+
 def _read_split_json(spec: DatasetSpec, ddir: Path, image_dir: Path):
     path = ddir / spec.split_file
     try:
         split = json.loads(path.read_text())
-        out = {}
-        for part in ("train", "val", "test"):
-            out[part] = [Datum(str(image_dir / rel), int(lab), clean_classname(str(cname)))
-                         for rel, lab, cname in split[part]]
+        rows = {part: [(rel, int(lab), str(cname)) for rel, lab, cname in split[part]]
+                for part in ("train", "val", "test")}
+        out = {part: [Datum(str(image_dir / rel), lab, clean_classname(cname)) for rel, lab, cname in items]
+               for part, items in rows.items()}
     except (ValueError, KeyError, TypeError) as err:
         raise DatasetError(f"malformed split file {path} ({type(err).__name__}: {err})", path, spec.layout()) from None
+    _check_label_names(rows, path)
     return out["train"], out["val"], out["test"]
 
 
