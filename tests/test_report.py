@@ -132,14 +132,47 @@ def test_report_is_self_contained_and_in_the_papers_shape(fabricated, tmp_path):
     nb_page = (out / "20_cocoop_base2new.html").read_text()
     nb = _parse(nb_page)
     assert "index.html" in nb.links and nb.imgs and all(s.startswith("data:image/png") for s in nb.imgs)
-    meta = json.loads((fabricated / "mini" / "run_metadata.json").read_text())
+    assert not (fabricated / "mini" / "run_metadata.json").exists()  # --out writes nothing outside itself
+    assert not (fabricated / "mini" / "summary.md").exists()
+    meta = json.loads((out / "run_metadata.json").read_text())
     assert set(metadata.KEYS) <= set(meta)
     assert meta["seeds"]["cocoop_base2new"] == {"CLIP": [1], "CoOp": [1, 2, 3], "CoCoOp": [1, 2, 3]}
     assert meta["notebooks"]["20_cocoop_base2new"]["seconds"] == 12.5
     assert meta["jobs"]["prompt-CoOp-1"] == {"wall_s": 3.25, "tables": ["cocoop_base2new", "cocoop_cross_dataset"]}
-    summary = (fabricated / "mini" / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
     assert "## CoCoOp Table 1: base-to-new generalisation" in summary and "| dataset |" in summary
     assert "**holds**" in summary  # CoOp base > CLIP base clearly, see the verdict test below
+
+
+def test_out_refuses_results_files_and_foreign_folders(fabricated, tmp_path, capsys):
+    """`report --out` writes only into a new or empty folder, or one an earlier report made (replaced whole)."""
+    from vlpt_lib.__main__ import main
+    mini_csv = fabricated / "mini" / "tables" / "cocoop_base2new.csv"
+    before = mini_csv.read_bytes()
+    for target in (fabricated / "mini", fabricated, fabricated / "mini" / "report"):
+        with pytest.raises(report.ReportError, match="results folder"):
+            report.render_report("smoke", out=target)
+    assert mini_csv.read_bytes() == before and not (fabricated / "mini" / "index.html").exists()
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("my page")
+    with pytest.raises(report.ReportError, match="not written by `report`"):
+        report.render_report("mini", out=mine)
+    assert (mine / "index.html").read_text() == "my page"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(report.ReportError, match="is a file"):
+        report.render_report("mini", out=tmp_path / "a_file")
+    with pytest.raises(report.ReportError, match="cannot be written"):
+        report.render_report("mini", out=tmp_path / "a_file" / "below")
+    published = tmp_path / "published"
+    report.render_report("mini", out=published)
+    (published / "stale.html").write_text("from before")
+    report.render_report("mini", out=published)  # a report's own folder: replaced, nothing stale left
+    assert not (published / "stale.html").exists() and (published / "index.html").exists()
+    # from the command line: one line, exit 2, no traceback
+    assert main(["report", "--profile", "smoke", "--out", str(fabricated / "mini")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("report: --out ") and "\n" not in err and "Traceback" not in err
 
 
 def test_a_table_whose_last_run_failed_says_so_beside_its_numbers(fabricated):

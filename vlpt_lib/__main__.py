@@ -9,7 +9,7 @@ from .bench import mvp as bench_mvp
 from .utils.lock import Busy
 from .workbook.params import ParamsError
 from .workbook.paths import PROFILES
-from .workbook.report import render_report
+from .workbook.report import ReportError, render_report
 from .workbook.runner import NotebookFailed, reproduce, status, status_lines
 
 REPRODUCE_HELP = """Run the workbook's notebooks with papermill, in dependency order, then render the report
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                           "with the caps of params/dry-run (printed first); results in results/dry-run/paper")
     report = sub.add_parser("report", help="render results/<profile>/report/index.html from what is there")
     report.add_argument("--profile", choices=PROFILES, default="mini")
-    report.add_argument("--out", metavar="DIR", help="write the report folder here instead (self-contained: "
-                        "figures embedded, CSVs and run metadata copied in; publish it as it is)")
+    report.add_argument("--out", metavar="DIR", help="write the report folder here instead, and nothing else "
+                        "(self-contained: figures embedded, CSVs and run metadata copied in; publish it as it is). "
+                        "A new or empty folder outside results/, or one an earlier report made (replaced whole)")
     sub.add_parser("bench", help="benchmarks: bench cocoop ... | bench mvp ...")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
@@ -93,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 130
     elif args.command == "report":
-        print(render_report(args.profile, out=args.out))
+        try:
+            print(render_report(args.profile, out=args.out))
+        except ReportError as err:
+            print(f"report: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -25,7 +25,7 @@ from nbconvert import HTMLExporter
 
 from ..utils.io import atomic_write
 from . import claims, paths
-from .metadata import load_run_metadata, write_run_metadata
+from .metadata import load_run_metadata, run_metadata, write_run_metadata
 from .tables import TABLES, PaperTable, figures_dir, is_zero_shot, paper_table, tables_dir
 
 PROFILE_NOTE = {
@@ -376,17 +376,57 @@ def _notebook_rows(profile: str, out: Path, footer: str) -> str:
     return "".join(rows) or "<tr><td colspan='5'>none executed yet</td></tr>"
 
 
+MARK = ".vlpt-report"  # written into every report folder: a folder holding it may be replaced by the next report
+
+
+class ReportError(Exception):
+    """A report folder that may not be written (one line: the folder, why, and what to do)."""
+
+
+def prepare_out(out: str | Path) -> Path:
+    """An empty folder for `report --out`: a new or empty one, or one an earlier report made (emptied first, so
+    nothing stale is published). Refused: a file, any folder inside the results root, a non-empty folder that
+    `report` did not make, a place that cannot be written."""
+    out = Path(out).expanduser()
+    root = paths.results_root().resolve()
+    where = out.resolve()
+    if where == root or root in where.parents or where in root.parents:
+        raise ReportError(f"--out {out} is inside or around the results folder {root}: the report would overwrite "
+                          "results. Without --out it goes to results/<profile>/report; to publish, name a folder "
+                          "elsewhere, e.g. --out site/")
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder: name a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARK).is_file():
+            raise ReportError(f"--out {out} is not empty and was not written by `report`: name a new or empty "
+                              f"folder, or delete {out} first to replace it")
+        for child in out.iterdir():  # an earlier report: replaced whole
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARK).write_text("written by `python -m vlpt_lib report`; the next report here replaces the folder\n")
+    except OSError as err:
+        raise ReportError(f"--out {out} cannot be written ({err.strerror or err}): name a folder you can write to") \
+            from None
+    return out
+
+
 def render_report(profile: str, out: str | Path | None = None) -> Path:
-    """Write the report folder (default results/<profile>/report/) and results/<profile>/summary.md; return the
-    index. The folder holds everything it shows (figures embedded, CSVs and run_metadata.json copied)."""
-    out = Path(out) if out is not None else paths.results_dir(profile) / "report"
+    """Write the report folder and return its index. Without `out`: results/<profile>/report/ and
+    results/<profile>/summary.md (and run_metadata.json when no run wrote it). With `out` (prepare_out's rules):
+    that folder alone, nothing else. The folder holds everything it shows (figures embedded, CSVs and
+    run_metadata.json copied)."""
+    publish = out is not None
+    out = prepare_out(out) if publish else paths.results_dir(profile) / "report"
     for sub in ("tables", "reference"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     meta = load_run_metadata(profile)
-    if meta is None:  # rendered without a reproduce run: describe the results as they are
+    if meta is None and not publish:  # rendered without a reproduce run: describe the results as they are
         write_run_metadata(profile)
         meta = load_run_metadata(profile)
-    shutil.copyfile(paths.results_dir(profile) / "run_metadata.json", out / "run_metadata.json")
+    elif meta is None:
+        meta = run_metadata(profile)
+    atomic_write(out / "run_metadata.json", json.dumps(meta, indent=2, default=str))
     footer = footer_html(meta)
     notebooks = _notebook_rows(profile, out, footer_html(meta, index_link=True))
     sections = "".join(_table_section(name, profile, out) for name, _ in shown_tables(profile))
@@ -404,6 +444,7 @@ def render_report(profile: str, out: str | Path | None = None) -> Path:
 {footer}"""
     index = atomic_write(out / "index.html", PAGE.format(title=f"vlpt workbook: {profile}", style=STYLE, body=body))
     summary = summary_markdown(profile, meta)
-    atomic_write(paths.results_dir(profile) / "summary.md", summary)
+    if not publish:
+        atomic_write(paths.results_dir(profile) / "summary.md", summary)
     atomic_write(out / "summary.md", summary)
     return index
