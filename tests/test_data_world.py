@@ -1,5 +1,6 @@
 """The mini-world generator: deterministic, cached by config hash, and its captions name every class word."""
 import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,3 +127,12 @@ def test_ade_scenes_are_stuff_and_things():
         for s in inf["stuff"]:
             colours.setdefault(s["texture"], set()).add(s["colours"])
     assert max(len(c) for c in colours.values()) >= 3
+
+
+def test_a_killed_generation_leaves_nothing_behind_after_the_next(tmp_path):
+    dead = tmp_path / ".w.partial-999999999"  # no such process: a generation killed before it could clean up
+    (dead / "imagenet").mkdir(parents=True)
+    live = tmp_path / f".w.partial-{os.getppid()}"  # a running process's: left alone
+    live.mkdir()
+    M.ensure_world(tmp_path / "w", TINY)
+    assert not dead.exists() and live.exists()

@@ -397,7 +397,9 @@ def build_atomically(root: str | os.PathLike, write: Callable[[Path], None]) -> 
     leaves `root` as it was (shared by every generated world)."""
     root = Path(root)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.parent.glob(f".{root.name}.partial-*"):  # left by a generation that was killed
+        if stale == tmp or not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         write(tmp)
@@ -407,6 +409,16 @@ def build_atomically(root: str | os.PathLike, write: Callable[[Path], None]) -> 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def ensure_generated(root: str | os.PathLike, is_current: Callable[[Path], bool], generate: Callable[[Path], Path],
