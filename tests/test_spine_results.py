@@ -34,6 +34,56 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
     assert not list(tmp_path.glob(".t.txt.*"))
 
 
+def test_a_full_disk_names_the_file_and_the_fix(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import vlpt_lib.__main__ as cli
+    from vlpt_lib.utils import io
+
+    class FullDisk:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "last.pt"
+    with monkeypatch.context() as m:
+        m.setattr(io.os, "fdopen", FullDisk)
+        with pytest.raises(OSError) as err:
+            atomic_write(target, b"x")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert not list(tmp_path.iterdir())  # no temp file left
+
+    def reproduce(*args, **kwargs):
+        raise err.value
+
+    monkeypatch.setattr(cli, "reproduce", reproduce)
+    assert cli.main(["reproduce", "--profile", "smoke"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == f"FAILED: No space left on device ({target}): free space on that disk, or set VLPT_RESULTS_ROOT " \
+                   "to a folder on another one"
+
+
+@pytest.mark.parametrize("env, says", [("VLPT_RESULTS_ROOT", "is a file: point it at a folder"),
+                                       ("VLPT_RECOMPUTE_BEFORE", "expected epoch seconds")])
+def test_a_wrong_environment_variable_is_one_line(tmp_path, monkeypatch, capsys, env, says):
+    from vlpt_lib.__main__ import main
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv(env, str(tmp_path / "a_file") if env == "VLPT_RESULTS_ROOT" else "yesterday")
+    assert main(["reproduce", "--profile", "smoke", "--status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vlpt: ${env}=" if env == "VLPT_RECOMPUTE_BEFORE" else f"vlpt: {env}=")
+    assert says in err and "\n" not in err
+
+
 @pytest.mark.parametrize("table", results.PAPER_TABLES)
 def test_reference_tables_are_complete(table):
     ref = results.load_reference(table)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from .bench import cocoop as bench_cocoop
 from .bench import mvp as bench_mvp
+from .jobs.launch import recompute_before
 from .utils.lock import Busy
 from .workbook.params import ParamsError
-from .workbook.paths import PROFILES
+from .workbook.paths import PROFILES, results_root
 from .workbook.report import ReportError, render_report
 from .workbook.runner import NotebookFailed, reproduce, status, status_lines
 
@@ -73,6 +75,42 @@ def main(argv: list[str] | None = None) -> int:
                         "A new or empty folder outside results/, or one an earlier report made (replaced whole)")
     sub.add_parser("bench", help="benchmarks: bench cocoop ... | bench mvp ...")
     args = parser.parse_args(argv)
+    problem = environment_problem()
+    if problem:
+        print(f"vlpt: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return _run(parser, args)
+    except OSError as err:  # the disk, not the code: one line naming the path and what to do
+        print(f"\nFAILED: {os_error_line(err)}", file=sys.stderr)
+        return 1
+
+
+def environment_problem() -> str | None:
+    """What is wrong with the environment variables the commands read (None: nothing)."""
+    root = results_root()
+    if root.exists() and not root.is_dir():
+        return (f"VLPT_RESULTS_ROOT={root} is a file: point it at a folder (created if missing), or unset it for "
+                "the repository's results/")
+    try:
+        recompute_before()
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def os_error_line(err: OSError) -> str:
+    fix = {errno.ENOSPC: "free space on that disk, or set VLPT_RESULTS_ROOT to a folder on another one",
+           errno.EDQUOT: "free space within your quota, or set VLPT_RESULTS_ROOT to a folder elsewhere",
+           errno.EACCES: "make it writable, or set VLPT_RESULTS_ROOT to a folder you can write",
+           errno.EPERM: "make it writable, or set VLPT_RESULTS_ROOT to a folder you can write",
+           errno.EROFS: "it is on a read-only file system: set VLPT_RESULTS_ROOT to a writable folder",
+           errno.ENOTDIR: "a file stands where a folder is needed: move or delete it"}.get(err.errno)
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{err.strerror or err}{where}" + (f": {fix}" if fix else "")
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "reproduce":
         try:
             args.profile = args.profile or ("paper" if args.dry_run else "mini")
