@@ -122,6 +122,58 @@ def test_a_params_file_that_is_not_utf8_is_named_with_the_byte(tmp_path):
         runner.load_params("20_cocoop_base2new", "smoke", p_dir=tmp_path)
 
 
+@pytest.mark.parametrize("text, key, lines", [
+    ("seeds: [1]\nprecision: fp32\nseeds: [2]\n", "seeds", (3, 1)),
+    ("seeds: [1]\nrecipe:\n  CoOp: {epochs: 2}\n  CoOp: {epochs: 3}\n", "CoOp", (4, 3)),
+])
+def test_a_key_given_twice_is_refused_with_the_file_key_and_lines(text, key, lines, tmp_path):
+    (tmp_path / "smoke").mkdir()
+    path = tmp_path / "smoke" / "20_cocoop_base2new.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=re.escape(f"{path}:{lines[0]}: duplicate key {key!r} (first on line "
+                                                    f"{lines[1]})")):
+        runner.load_params("20_cocoop_base2new", "smoke", p_dir=tmp_path)
+
+
+def test_a_params_file_no_notebook_reads_is_named_with_the_name_it_should_have(toy, capsys):
+    nb_dir, p_dir = toy
+    (p_dir / "smoke" / "00_setup.yml").write_text("n: 2\n")
+    (p_dir / "smoke" / "99_reprot.yaml").write_text("{}\n")
+    runner.status("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    err = capsys.readouterr().err
+    assert f"WARNING: {p_dir / 'smoke' / '00_setup.yml'}: no notebook reads this file" in err
+    assert "did you mean 00_setup.yaml?" in err and "did you mean 99_report.yaml?" in err
+
+
+def test_correctly_named_params_files_draw_no_warning(toy, capsys):
+    nb_dir, p_dir = toy
+    (p_dir / "smoke" / "00_setup.yaml").write_text("n: 2\n")
+    (p_dir / "smoke" / "99_report.yaml").write_text("{}\n")
+    runner.status("smoke", nb_dir=nb_dir, p_dir=p_dir)
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_the_paper_data_check_requires_only_what_the_selected_notebooks_read(tmp_path):
+    """A Table 1 run on OxfordPets alone is not refused for the 10 datasets it never opens (they are still listed);
+    add EuroSAT to its datasets and EuroSAT's missing folder and split file are what the strict check names."""
+    from vlpt_lib.data.check import data_requirements
+    root = tmp_path / "data"
+    (root / "oxford_pets" / "images").mkdir(parents=True)
+    (root / "oxford_pets" / "split_zhou_OxfordPets.json").write_text("{}")
+    (tmp_path / "paper").mkdir()
+
+    def refused(datasets):
+        (tmp_path / "paper" / "20_cocoop_base2new.yaml").write_text(f"datasets: {datasets}\n")
+        needs = runner.data_needs(["00_setup", "20_cocoop_base2new"], "paper", p_dir=tmp_path)
+        rows = data_requirements(root, needs=needs)
+        assert any("Caltech101" in r["what"] and not r["required"] for r in rows)  # listed, not required
+        return sorted(r["path"] for r in rows if r["required"] and not r["present"])
+
+    assert refused("[OxfordPets]") == []
+    assert refused("[OxfordPets, EuroSAT]") == [str(root / "eurosat" / "2750"),
+                                                str(root / "eurosat" / "split_zhou_EuroSAT.json")]
+
+
 def test_cli_names_the_bad_parameter_without_a_traceback(tmp_path):
     bad = REPO_ROOT / "params" / "smoke" / "00_setup.yaml"
     old = bad.read_text() if bad.exists() else None

@@ -118,6 +118,14 @@ def check_recipe(recipe) -> None:
 
 PARAM_CHECKS: dict[str, Callable] = {"recipe": check_recipe}
 
+# The datasets each CoCoOp notebook reads with its parameters (00_setup's strict check requires these only):
+# Table 1 its `datasets`, Table 2 the source and its `targets`, Table 3 the source and its `variants`.
+DATA_NEEDS: dict[str, Callable[[dict], list[str]]] = {
+    "20_cocoop_base2new": lambda params: list(params.get("datasets") or []),
+    "21_cocoop_cross_dataset": lambda params: [params.get("source"), *(params.get("targets") or [])],
+    "22_cocoop_domain_generalization": lambda params: [params.get("source"), *(params.get("variants") or [])],
+}
+
 
 def recipe_configs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
                    subsample: str = "base") -> dict[str, PromptRun]:

@@ -86,6 +86,14 @@ PARAM_CHECKS: dict[str, Callable[[object], None]] = {
     "segment": _checker("segment", segment.Config),
 }
 
+# The datasets each MVP notebook reads (00_setup's strict check requires these only): ImageNet-1K for pre-training
+# and fine-tuning, ADE20K for segmentation (its pre-trained students come from notebook 10, selected with it).
+DATA_NEEDS: dict[str, Callable[[dict], list[str]]] = {
+    PRETRAIN_NOTEBOOK: lambda params: ["ImageNet"],
+    "11_imagenet_finetune": lambda params: ["ImageNet"],
+    "12_ade20k_segmentation": lambda params: ["ADE20K"],
+}
+
 
 def _env(device, precision, threads, num_workers) -> dict:
     return {"device": device, "precision": precision, "threads": threads, "data": {"num_workers": num_workers}}

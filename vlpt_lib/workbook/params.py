@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 from pathlib import Path
-from typing import Literal, Mapping, Optional
+from typing import Iterable, Literal, Mapping, Optional
 
 import nbformat
 import yaml
@@ -61,15 +61,42 @@ def merge(base: Mapping | None, over: Mapping) -> dict:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: yaml.Mark, again: yaml.Mark):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key given twice in one mapping: YAML alone keeps the last value silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then a key of base: an override, not a repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own message names it
+                continue
+            if first is not key_node:
+                raise _DuplicateKey(key, first.start_mark, key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
-    """A params file as a dict; a syntax error names the file, line and column."""
+    """A params file as a dict; a syntax error names the file, line and column, a key given twice both lines."""
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as err:
         raise ParamsError(f"{path}: not UTF-8 text: byte {err.start} is {err.object[err.start:err.start + 1]!r} "
                           f"(save the file as UTF-8)") from None
+    except _DuplicateKey as err:
+        raise ParamsError(f"{path}:{err.again.line + 1}: duplicate key {err.key!r} (first on line {err.first.line + 1}"
+                          f"): YAML would keep only the last value; remove one") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -79,6 +106,29 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
     return data
+
+
+def unread_files(folder: Path, notebooks: Iterable[str]) -> list[str]:
+    """A warning for each file in a params folder that no notebook reads (a notebook reads <its name>.yaml, nothing
+    else: a misnamed file is ignored and the defaults run), with the name it was likely meant to have."""
+    if not folder.is_dir():
+        return []
+    notebooks = sorted(notebooks)
+    read = {f"{name}.yaml" for name in notebooks}
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.name in read or path.name.startswith(".") or path.stem.upper() == "README" or not path.is_file():
+            continue
+        stem = path.name.split(".", 1)[0]
+        close = [stem] if stem in notebooks else difflib.get_close_matches(stem, notebooks, n=1)
+        if not close:
+            hint = f"notebooks read <notebook>.yaml, for: {', '.join(notebooks)}"
+        elif (folder / f"{close[0]}.yaml").exists():
+            hint = f"notebook {close[0]} reads {close[0]}.yaml beside it"
+        else:
+            hint = f"did you mean {close[0]}.yaml?"
+        out.append(f"{path}: no notebook reads this file, its values are ignored ({hint})")
+    return out
 
 
 def _type_name(value) -> str:

@@ -130,10 +130,13 @@ def dry_run_params(force_world: bool = False) -> dict:
     return {"data_root": str(ensure_dry_run_world(force_world)), "clip_pretrained": RANDOM_WEIGHTS}
 
 
-def data_requirements(profile: str, data_root=None, allow_folder_split: bool = False) -> list[dict]:
+def data_requirements(profile: str, data_root=None, allow_folder_split: bool = False, needs=None) -> list[dict]:
     """What the profile's tables read, where, and whether it is there (notebook 00_setup shows it).
-    allow_folder_split: as the prompt job's flag (a class-folder dataset may lack its split file)."""
+    allow_folder_split: as the prompt job's flag (a class-folder dataset may lack its split file).
+    needs: the datasets the selected notebooks read (the runner's `data_needs`); only their rows are required
+    (None: every table's)."""
     if profile == "paper":
-        return check(data_root or os.environ.get("VLPT_DATA_ROOT"), allow_folder_split=allow_folder_split)
+        return check(data_root or os.environ.get("VLPT_DATA_ROOT"), allow_folder_split=allow_folder_split,
+                     needs=needs)
     return check(Path(data_root) if data_root else paths.world_dir(profile), config_hash(world_config(profile)),
-                 allow_folder_split=allow_folder_split)
+                 allow_folder_split=allow_folder_split, needs=needs)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -60,6 +61,7 @@ PIPELINE: dict[str, tuple[str, ...]] = pipeline()
 ALWAYS_RUN = {"99_report"}
 SETUP = "00_setup"
 PARAM_CHECKS = {**mvp.PARAM_CHECKS, **cocoop.PARAM_CHECKS}  # job-config diffs in the notebooks' parameters
+DATA_NEEDS = {**mvp.DATA_NEEDS, **cocoop.DATA_NEEDS}  # notebook -> the datasets its parameters make it read
 class NotebookFailed(RuntimeError):
     pass
 
@@ -130,6 +132,19 @@ def resolve(names: list[str], present: list[str]) -> list[str]:
 def load_params(name: str, profile: str, p_dir: Path | None = None, nb_dir: Path | None = None) -> dict:
     """params/<profile>/<name>.yaml checked against the notebook's parameters cell (ParamsError if not)."""
     return notebook_params.load(name, profile, p_dir or params_dir(), nb_dir or notebooks_dir(), PARAM_CHECKS)
+
+
+def warn_unread_params(profile: str, p_dir: Path | None = None, nb_dir: Path | None = None,
+                       dry_run: bool = False) -> list[str]:
+    """Print (and return) a warning for each file in params/<profile>/ (and params/dry-run/ for a dry run) that no
+    notebook reads: a misnamed file would otherwise be ignored without a word while the defaults run."""
+    notebooks = available(nb_dir)
+    lines = []
+    for folder in [profile] + (["dry-run"] if dry_run else []):
+        lines += notebook_params.unread_files((p_dir or params_dir()) / folder, notebooks)
+    for line in lines:
+        print(f"WARNING: {line}", file=sys.stderr)
+    return lines
 
 
 def dry_run_caps_path(name: str, p_dir: Path | None = None) -> Path:
@@ -256,6 +271,22 @@ def stale_reason(name: str, profile: str, parts: dict, force: bool = False) -> s
 
 def rerun_command(name: str, profile: str) -> str:
     return f"python -m vlpt_lib reproduce --profile {profile} --only {name} --force"
+
+
+def data_needs(todo: list[str], profile: str, p_dir: Path | None = None, nb_dir: Path | None = None,
+               extra: dict[str, dict] | None = None) -> list[str] | None:
+    """The datasets the selected notebooks read with the parameters they run with (DATA_NEEDS): 00_setup's
+    `needs`, all that its strict check requires. None: no setup notebook taking `needs` is selected."""
+    nb_dir = nb_dir or notebooks_dir()
+    if SETUP not in todo or "needs" not in notebook_params.notebook_defaults(nb_dir / f"{SETUP}.ipynb"):
+        return None
+    needs = set()
+    for name in todo:
+        if name in DATA_NEEDS:
+            params = {**notebook_params.notebook_defaults(nb_dir / f"{name}.ipynb"),
+                      **notebook_params_for(name, profile, p_dir, nb_dir, (extra or {}).get(name))}
+            needs.update(str(n) for n in DATA_NEEDS[name](params) if n)
+    return sorted(needs)
 
 
 def checked_tables(todo: list[str]) -> list[str]:
@@ -402,11 +433,15 @@ def _absolute_roots():
     return _environ({k: _absolute(os.environ[k]) for k in ROOT_ENV if os.environ.get(k)})
 
 
-def _overrides(name: str, todo: list[str], selective: bool, extra: dict[str, dict] | None = None) -> dict:
-    """The parameters the runner adds: the dry run's, and with --only the tables 00_setup checks."""
+def _overrides(name: str, todo: list[str], selective: bool, extra: dict[str, dict] | None = None,
+               needs: list[str] | None = None) -> dict:
+    """The parameters the runner adds: the dry run's, with --only the tables 00_setup checks, and the datasets
+    the selected notebooks read (`data_needs`), the only ones 00_setup requires."""
     overrides = (extra or {}).get(name, {})
     if name == SETUP and selective:  # with --only, 00_setup checks the data of the selected tables only
         overrides = notebook_params.merge(overrides, {"tables": checked_tables(todo)})
+    if name == SETUP and needs is not None:
+        overrides = notebook_params.merge(overrides, {"needs": needs})
     return overrides
 
 
@@ -415,11 +450,13 @@ def status(profile: str, only: list[str] | None = None, force: bool = False, nb_
     """For each notebook `reproduce` would visit: cached, or why it would run. Runs and writes nothing."""
     present = available(nb_dir)
     todo = resolve(only, present) if only else present
+    warn_unread_params(profile, p_dir, nb_dir)
     states: list[NotebookState] = []
     would_run: set[str] = set()
     with _absolute_roots():
+        needs = data_needs(todo, profile, p_dir, nb_dir)
         for name in todo:
-            params = notebook_params_for(name, profile, p_dir, nb_dir, _overrides(name, todo, bool(only)))
+            params = notebook_params_for(name, profile, p_dir, nb_dir, _overrides(name, todo, bool(only), None, needs))
             parts = cache_parts(name, profile, params, nb_dir)
             reason = stale_reason(name, profile, parts, force)
             late = [d for d in parts["upstream"] if d in would_run]
@@ -450,6 +487,7 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
     todo = resolve(only, present) if only else present
     if dry_run and profile != "paper":
         raise notebook_params.ParamsError(f"--dry-run runs the paper profile on synthetic data; got --profile {profile}")
+    warn_unread_params(profile, p_dir, nb_dir, dry_run)
     for name in todo:  # every parameter file is checked before the first notebook runs
         dry_run_params(name, p_dir, nb_dir) if dry_run else load_params(name, profile, p_dir, nb_dir)
     extra: dict[str, dict] = {}
@@ -513,9 +551,10 @@ def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path |
         write_run_metadata(profile, [], caps=extra)
     waits_for = {name: _waits_for(name, todo) for name in todo}
     pending = list(todo)
+    needs = data_needs(todo, profile, p_dir, nb_dir, extra)
 
     def run(name: str) -> Outcome:
-        overrides = _overrides(name, todo, selective, extra)
+        overrides = _overrides(name, todo, selective, extra, needs)
         return run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir, overrides=overrides)
 
     with tqdm(total=len(todo), desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar, \
