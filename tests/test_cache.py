@@ -333,6 +333,30 @@ def test_interrupted_force_keeps_no_ok_record_and_resumes(toy, in_process, resul
         pd.testing.assert_frame_equal(df, clean[name])
 
 
+def test_a_full_disk_under_the_runner_marks_the_record_failed_and_is_one_line(toy, in_process, results_root,
+                                                                             monkeypatch):
+    """papermill cannot write the executed copy: the record says failed (with the path), the error is the disk's
+    (the CLI prints it in one line), and even a record the disk refuses does not replace that error."""
+    import errno
+
+    def disk_full(input_path, output_path, parameters, **_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_path))
+
+    monkeypatch.setattr(runner.pm, "execute_notebook", disk_full)
+    with pytest.raises(OSError) as err:
+        _run(toy)
+    assert err.value.errno == errno.ENOSPC and err.value.__context__ is None
+    record = _record(results_root, "t1_up")
+    assert record["status"] == "failed" and "No space left on device" in record["reason"]
+    assert not list((results_root / PROFILE / "notebooks" / ".partial").glob("*.ipynb"))
+    real_write = runner._write_record
+    monkeypatch.setattr(runner, "_write_record", lambda path, rec: real_write(path, rec) if rec["status"] == "running"
+                        else disk_full(None, path, None))
+    with pytest.raises(OSError) as again:
+        _run(toy)
+    assert again.value.filename.endswith(".ipynb") and again.value.__context__ is None
+
+
 def test_cli_status_runs_nothing_and_help_says_what_force_recomputes(results_root, capsys):
     assert main(["reproduce", "--profile", "smoke", "--status", "--only", "cocoop_base2new"]) == 0
     out = capsys.readouterr().out

@@ -15,8 +15,9 @@ started, inherited by the kernels), recomputes every job result they use that is
 
 Crash consistency: the record says "running" while a notebook executes and "ok" only after its executed
 copy and tables are written; papermill writes into notebooks/.partial/, moved into place when the
-notebook ends (ok or failed). A run stopped by Ctrl-C leaves "interrupted", a killed one "running": both
-re-run next time, their jobs resuming from their checkpoints.
+notebook ends (ok or failed). A run stopped by Ctrl-C leaves "interrupted", a killed one "running", one the
+disk refused (full, read-only) "failed" with the path: all re-run next time, their jobs resuming from their
+checkpoints.
 
 `dry_run=True` (paper profile only): the paper notebooks with params/paper unchanged except the caps in
 params/dry-run/ (printed first), on a synthetic data root shaped like the real one and ViT-B/16 with random
@@ -349,6 +350,11 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
                    f"({first_line[0] if first_line else 'empty'}): {err.ename}: {err.evalue}\n"
                    f"  executed copy with the traceback: {out}\n"
                    f"  re-run it with: {rerun_command(name, profile)}")
+    except OSError as err:  # the disk (full, read-only), not the notebook: the CLI says it in one line
+        _best_effort_record(record, {**base, "status": "failed", "reason": f"{err.strerror or err}: {err.filename}",
+                                     "seconds": round(time.time() - start, 1), "finished": _now()})
+        partial.unlink(missing_ok=True)
+        raise
     except BaseException:  # KeyboardInterrupt (or SystemExit) in the runner itself
         _interrupted(record, base, partial, start)
         raise
@@ -372,9 +378,18 @@ def _write_record(path: Path, record: dict) -> None:
 
 def _interrupted(record: Path, base: dict, partial: Path, start: float) -> None:
     """Mark the run interrupted (it re-runs next time) and drop its half-written executed copy."""
-    _write_record(record, {**base, "status": "interrupted", "seconds": round(time.time() - start, 1),
-                           "finished": _now()})
+    _best_effort_record(record, {**base, "status": "interrupted", "seconds": round(time.time() - start, 1),
+                                 "finished": _now()})
     partial.unlink(missing_ok=True)
+
+
+def _best_effort_record(path: Path, record: dict) -> None:
+    """A record written on the way out of an error: if the disk refuses it too, the error that is propagating is
+    the one to report (the record then still says "running", which re-runs the notebook next time as well)."""
+    try:
+        _write_record(path, record)
+    except OSError:
+        pass
 
 
 def _runs_used(run_log: Path) -> list[dict]:
