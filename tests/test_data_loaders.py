@@ -1,6 +1,7 @@
 """The loaders read the real formats (as the mini world writes them) and fail with clear errors."""
 import json
 import shutil
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -211,3 +212,15 @@ def test_cached_folder_scan_follows_each_class_folder(tmp_path, monkeypatch):
     assert folder_scan.scan_folders(tmp_path / "images", cache)[1] == ("n02", ["a.JPEG", "b.JPEG"])
     (tmp_path / "images" / "n01" / "a.JPEG").unlink()  # as the error about a corrupt image advises
     assert folder_scan.scan_folders(tmp_path / "images", cache)[0] == ("n01", [])
+
+
+def test_imagenetv2_labels_follow_the_lines_of_its_classnames_file(world_copy):
+    """CoOp's datasets/imagenetv2.py: folder <i> holds the class on line i of classnames.txt (folders =
+    list(classnames.keys())), in whatever order the file lists them, not the sorted wnids."""
+    names_file = world_copy / "imagenetv2" / "classnames.txt"
+    lines = names_file.read_text().splitlines()
+    names_file.write_text("\n".join(lines[::-1]) + "\n")  # the same classes, listed backwards
+    v2 = coop.load_dataset("ImageNetV2", world_copy)
+    assert v2.classnames == [coop.clean_classname(line.split(" ", 1)[1]) for line in lines[::-1]]
+    first = coop.clean_classname(lines[-1].split(" ", 1)[1])  # line 0 of the reversed file
+    assert {(d.label, d.classname) for d in v2.test if Path(d.impath).parent.name == "0"} == {(0, first)}

@@ -113,8 +113,9 @@ def _read_fgvc(spec: DatasetSpec, ddir: Path, image_dir: Path):
 
 
 def read_classnames(path: Path, layout: str | None = None) -> dict[str, str]:
-    """ImageNet's classnames.txt: '<wnid> <class name>' per line (labels: the sorted wnids); a repeated
-    wnid is an error, not a silently replaced name."""
+    """ImageNet's classnames.txt: '<wnid> <class name>' per line, in the file's order (ImageNet's labels follow its
+    sorted class folders, ImageNetV2's the file's lines, as in CoOp); a repeated wnid is an error, not a silently
+    replaced name."""
     require(path, "class name file", layout, "file")
     names, line_of = {}, {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -210,8 +211,9 @@ def load_dataset(name: str, root: str | os.PathLike, allow_folder_split: bool = 
         val = test  # CoOp: ImageNet's val set is its test set
         meta["val_is_test"] = True  # CoOp draws no few-shot val set for ImageNet
     elif spec.kind == "imagenetv2":
-        by_wnid = read_classnames(ddir / "classnames.txt", layout)
-        names = [by_wnid[w] for w in sorted(by_wnid)]  # folder <i> is label i of the sorted wnids
+        # folder <i> is the class on line i of classnames.txt, whatever its order (CoOp's datasets/imagenetv2.py:
+        # folders = list(classnames.keys()); classnames[folders[label]]), not of the sorted wnids
+        names = list(read_classnames(ddir / "classnames.txt", layout).values())
         test = []
         for folder in sorted(class_folders(image_dir), key=lambda p: int(p.name) if p.name.isdigit() else -1):
             if not folder.name.isdigit() or int(folder.name) >= len(names):
