@@ -187,7 +187,7 @@ def setup(venv: Path, wheels: Path) -> int:
     print(" ".join(install), flush=True)
     if subprocess.run(install).returncode != 0:
         return 1
-    needed = "import torch, open_clip, ftfy, papermill, ipykernel, nbconvert, segmentation_models_pytorch, submitit"
+    needed = "import torch, open_clip, ftfy, papermill, ipykernel, nbconvert, submitit"
     return subprocess.run([str(python), "-c", needed + "; print('imports ok, torch', torch.__version__)"]).returncode
 
 

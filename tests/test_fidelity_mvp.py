@@ -181,7 +181,7 @@ def test_segment_layer_decay_is_beits_mmseg_constructor(tmp_path, monkeypatch):
     assert got["backbone.blocks.11.mlp.fc2.weight"][1] == pytest.approx(0.65)
     assert got["backbone.cls_token"][:2] == (0.05, pytest.approx(0.65 ** 13))
     assert got["backbone.blocks.0.attn.relative_position_bias_table"][0] == 0.05
-    assert got["cls.weight"][1] == 1.0
+    assert got["decode_head.conv_seg.weight"][1] == 1.0 and got["auxiliary_head.convs.0.conv.weight"][1] == 1.0
 
 
 # ----- 7: UperNet width ----------------------------------------------------------------------------
@@ -191,8 +191,8 @@ def test_upernet_widths_are_beits():
     cfg = segment.Config.model_validate(
         {"init": {"model_name": "beit_base_patch16_224", "kwargs": dict(TINY_BEIT, depth=4)}, "data": {"crop": 32}})
     model, _ = segment.build_model(cfg, 150)
-    assert model.cls.in_channels == 768 and model.aux.conv[0].out_channels == 256
-    assert model.aux.conv[0].in_channels == 32  # level 2 of the pyramid (in_index=2): the backbone width
+    assert model.decode_head.conv_seg.in_channels == 768 and model.auxiliary_head.convs[0].conv.out_channels == 256
+    assert model.auxiliary_head.convs[0].conv.in_channels == 32  # level 2 of the pyramid (in_index=2): backbone width
     paper = yaml.safe_load((REPO / "params/paper/12_ade20k_segmentation.yaml").read_text())["segment"]
     assert "model" not in paper  # the paper profile uses these defaults
     mini = yaml.safe_load((REPO / "params/mini/12_ade20k_segmentation.yaml").read_text())["segment"]["model"]

@@ -5,9 +5,10 @@
 cfg.init: the exported student of the pretrain job (checkpoint, model_name, kwargs), or no checkpoint
 (from scratch). What is this job's own: timm's create_transform (RandAugment rand-m9-mstd0.5-inc1,
 random erasing 0.25, bicubic), Mixup/CutMix with label smoothing -> SoftTargetCrossEntropy, drop
-path, mean pooling + fc_norm (global_pool='avg'), no EMA, BEiT's parameter groups (layer-wise lr
-decay and weight decay as its optim_factory: models.mvp.beit_finetune_param_groups), and top-1 on val
-after every epoch (exact under DDP). The result and the table carry the best top-1 over the evaluated
+path, mean pooling + fc_norm (global_pool='avg'; fc_norm starts at weight 1, bias 0 and the pre-training
+final norm is unused, as in beit2's fine-tuning: models.mvp.create_backbone), no EMA, BEiT's parameter
+groups (layer-wise lr decay and weight decay as its optim_factory: models.mvp.beit_finetune_param_groups),
+and top-1 on val after every epoch (exact under DDP). The result and the table carry the best top-1 over the evaluated
 epochs (BEiT's max_accuracy, the papers' practice: metric "acc") and the last epoch's ("acc_final").
 The loop, AdamW, BEiT's per-iteration cosine_scheduler, DDP and resume come from `vlpt_lib.training`.
 

@@ -9,7 +9,8 @@ LayerDecayOptimizerConstructor groups over the full backbone depth (models.segme
 the test: the image rescaled to the short side of img_scale, sliding window (crop, stride), logits
 resized to the label's size, mIoU from dataset-wide intersections and unions (exact under DDP),
 label 0 ignored via reduce_zero_label (done by the ADE20K loader). The loop, AdamW, the
-per-iteration poly schedule with linear warm-up, DDP and resume come from `vlpt_lib.training`.
+per-iteration poly schedule with mmcv's linear warm-up (training.optim.MmcvPoly), DDP and resume come from
+`vlpt_lib.training`.
 
 Iteration-based like mmseg (160k x 16): the loop runs ceil(iters / steps per epoch) epochs and stops
 at `optim.iters` steps; a checkpoint per epoch, evaluation every `eval_every` epochs and at the end.
@@ -29,7 +30,6 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.ade20k import ADE20K
@@ -63,7 +63,12 @@ class Data(Strict):
                                                                            "ratio_range (0.5, 2.0)")
     cat_max_ratio: Probability = Field(0.75,
         description="BEiT _base_/datasets/ade20k.py: RandomCrop cat_max_ratio 0.75")
-    photometric: bool = Field(True, description="BEiT _base_/datasets/ade20k.py: PhotoMetricDistortion")
+    photometric: bool = Field(True, description="BEiT _base_/datasets/ade20k.py: PhotoMetricDistortion with mmseg "
+                                                "0.11.0's defaults, each step with p 0.5 on the uint8 crop: "
+                                                "brightness + U(-32, 32), pixel values x U(0.5, 1.5) first or "
+                                                "last, HSV saturation x U(0.5, 1.5), hue + randint(-18, 18) = "
+                                                "-18..17 on OpenCV's 0..179 (-36..34 degrees) "
+                                                "(jobs.segment.PhotoMetricDistortion)")
     stride: Count | None = Field(341, description="BEiT upernet config: test_cfg slide, stride (341, 341) "
                                                   "(None: ceil(2/3 crop))")
     max_train: Count | None = Field(None, description="workbook parameter: cap on the train images (None: all)")
@@ -83,8 +88,8 @@ class Data(Strict):
 
 
 class Model(Strict):
-    """UperNet on the ViT pyramid ([A] segmentation_models_pytorch's UPerNetDecoder in place of mmseg's UPerHead;
-    SyncBatchNorm under DDP, as mmseg's SyncBN)."""
+    """UperNet on the ViT pyramid: mmseg 0.x's UPerHead + FCNHead layer for layer (vlpt_lib.models.segmentation);
+    SyncBatchNorm under DDP, as mmseg's SyncBN."""
     decoder_channels: Count = Field(768, description="BEiT upernet config: decode_head channels=768 (UPerHead, pool "
                                                      "scales 1, 2, 3, 6)")
     aux_channels: Count = Field(256, description="BEiT _base_/models/upernet_beit.py: auxiliary FCNHead channels 256, "
@@ -100,11 +105,15 @@ class Optim(Strict):
     lr: Positive = Field(7e-4, description="BEiT upernet config: AdamW lr 7e-4 (at batch 16)")
     lr_ref_batch: Count | None = Field(16, description="[A] the batch `lr` is quoted at; linear scaling for another "
                                                        "batch (BEiT does not scale); None: lr used as is")
-    schedule: Literal["poly"] = Field("poly", description="BEiT upernet config: lr_config policy poly, linear "
-                                                          "warm-up, by iteration")
+    schedule: Literal["mmcv_poly"] = Field("mmcv_poly", description="BEiT upernet config: lr_config policy poly, "
+                                                                    "warmup linear, by_epoch False = mmcv 1.3.0 "
+                                                                    "PolyLrUpdaterHook, per iteration "
+                                                                    "(training.optim.MmcvPoly)")
     min_lr: NonNegative = Field(0.0, description="BEiT upernet config: poly min_lr 0.0")
-    warmup_iters: Index = Field(1500, description="BEiT upernet config: warmup_iters 1500, linear")
-    warmup_lr: NonNegative = Field(7e-10, description="BEiT upernet config: warmup_ratio 1e-6 of lr 7e-4")
+    warmup_iters: Index = Field(1500, description="BEiT upernet config: warmup_iters 1500, linear: the poly lr times "
+                                                  "1 - (1 - i/1500)(1 - warmup_ratio) at iteration i < 1500")
+    warmup_ratio: Probability = Field(1e-6, description="BEiT upernet config: warmup_ratio 1e-6 (iteration 0 trains at "
+                                                        "1e-6 x its poly lr)")
     power: Positive = Field(1.0, description="BEiT upernet config: poly power 1.0")
     weight_decay: NonNegative = Field(0.05, description="BEiT upernet config: weight_decay 0.05; not on 1-D and .bias "
                                                         "(LayerDecayOptimizerConstructor): cls token and rel-pos "
@@ -137,12 +146,115 @@ class Config(RunSettings):
 # ----- joint image + mask transforms (torchvision.transforms.v2 on tv_tensors) -------------------
 def _to_tv(image, mask):
     if not isinstance(image, torch.Tensor):
-        image = TF.pil_to_tensor(image) if hasattr(image, "mode") else torch.as_tensor(np.asarray(image)).permute(2, 0, 1)
+        image = (TF.pil_to_tensor(image) if hasattr(image, "mode")
+                 else torch.as_tensor(np.asarray(image)).permute(2, 0, 1))
     if not isinstance(mask, torch.Tensor):
         mask = torch.as_tensor(np.array(mask))
     if mask.ndim == 3:
         mask = mask[0]
     return tv_tensors.Image(image), tv_tensors.Mask(mask.long())
+
+
+# ----- mmseg's PhotoMetricDistortion on uint8 RGB tensors ------------------------------------------------
+# The official pipeline distorts the uint8 BGR crop (LoadImageFromFile -> Resize -> RandomCrop -> RandomFlip keep
+# uint8), so every HSV round trip is OpenCV's 8-bit one: H in 0..179 (degrees / 2), S and V in 0..255.
+_HSV_SHIFT = 12
+_SDIV = torch.tensor([0] + [round((255 << _HSV_SHIFT) / i) for i in range(1, 256)], dtype=torch.int64)
+_HDIV = torch.tensor([0] + [round((180 << _HSV_SHIFT) / (6 * i)) for i in range(1, 256)], dtype=torch.int64)
+# which of (v, v(1-s), v(1-sf), v(1-s(1-f))) is r, g, b in each 60-degree sector
+_SECTOR_RGB = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
+
+
+def rgb_to_hsv_u8(img: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) RGB -> uint8 HSV as OpenCV's cvtColor(COLOR_RGB2HSV) on 8-bit images: fixed point with
+    12 fractional bits and rounded reciprocal tables, hue on 0..179."""
+    r, g, b = img.to(torch.int64).unbind(0)
+    v = torch.maximum(torch.maximum(r, g), b)
+    diff = v - torch.minimum(torch.minimum(r, g), b)
+    half = 1 << (_HSV_SHIFT - 1)
+    s = (diff * _SDIV[v] + half) >> _HSV_SHIFT
+    h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * _HDIV[diff] + half) >> _HSV_SHIFT  # arithmetic shift: floor, as OpenCV's on negative values
+    h = h + 180 * (h < 0)
+    return torch.stack([h, s, v]).to(torch.uint8)
+
+
+def hsv_to_rgb_u8(hsv: torch.Tensor) -> torch.Tensor:
+    """uint8 HSV (hue 0..179) -> uint8 (3, H, W) RGB as OpenCV's cvtColor(COLOR_HSV2RGB) computes it on rows of
+    whole SIMD blocks (a 512 or 64 px crop row is one; only a row's last width % (4 x lanes) pixels take the scalar
+    path, which rounds): float32 arithmetic, 1 - s*f with a single rounding (the fused multiply-add of the AVX2
+    build), the result times 255 truncated."""
+    f32 = torch.float32
+    h = hsv[0].to(f32) * (torch.tensor(6.0, dtype=f32) / 180)
+    s = hsv[1].to(f32) * (torch.tensor(1.0, dtype=f32) / 255)
+    v = hsv[2].to(f32) * (torch.tensor(1.0, dtype=f32) / 255)
+    sector = h.floor()
+    f = h - sector
+    s64 = s.double()  # a float32 x float32 product is exact in float64: 1 - s*f rounds once, to float32
+    tab = torch.stack([v, v * (1 - s), v * (1 - s64 * f.double()).to(f32),
+                       v * (1 - s64 * (1 - f).double()).to(f32)])
+    idx = _SECTOR_RGB[sector.long()].permute(2, 0, 1)  # (3, H, W): the tab entry of r, g, b
+    rgb = torch.gather(tab, 0, idx) * 255
+    return rgb.trunc().clamp(0, 255).to(torch.uint8)
+
+
+def _convert(img: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
+    """mmseg's PhotoMetricDistortion.convert: float32 img * alpha + beta, clipped to 0..255, cast to uint8
+    (truncation)."""
+    f32 = torch.float32
+    out = img.to(f32) * torch.tensor(alpha, dtype=f32) + torch.tensor(beta, dtype=f32)
+    return out.clamp(0, 255).to(torch.uint8)
+
+
+class _TorchDraws:
+    """numpy.random's randint / uniform interface on torch's global generator (seeded by the job and, in
+    DataLoader workers, by torch per worker)."""
+
+    @staticmethod
+    def randint(low: int, high: int | None = None) -> int:
+        low, high = (0, low) if high is None else (low, high)
+        return int(torch.randint(low, high, ()).item())
+
+    @staticmethod
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), dtype=torch.float64).item())
+
+
+class PhotoMetricDistortion:
+    """mmseg 0.x PhotoMetricDistortion (mmseg/datasets/pipelines/transforms.py) on a uint8 (3, H, W) RGB tensor.
+
+    Each step with probability 0.5, drawn in mmseg's order: brightness (+ U(-32, 32)), contrast (x U(0.5, 1.5))
+    first or last (mode = randint(2)), saturation (S x U(0.5, 1.5)), hue (H + randint(-18, 18) mod 180: an integer
+    in -18..17 on OpenCV's 0..179 scale, i.e. -36..34 degrees). Every step that runs returns uint8 (clip, then
+    truncation), and saturation and hue each make their own 8-bit HSV round trip. `rng` (numpy.random's
+    randint / uniform) supplies the draws; default: torch's global generator."""
+
+    def __init__(self, brightness_delta: int = 32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+                 hue_delta: int = 18):
+        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
+        self.contrast, self.saturation = tuple(contrast_range), tuple(saturation_range)
+
+    def _contrast(self, img, rng):
+        return _convert(img, alpha=rng.uniform(*self.contrast)) if rng.randint(2) else img
+
+    def __call__(self, img: torch.Tensor, rng=None) -> torch.Tensor:
+        rng = rng if rng is not None else _TorchDraws
+        if rng.randint(2):
+            img = _convert(img, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
+        contrast_last = rng.randint(2) == 0
+        if not contrast_last:
+            img = self._contrast(img, rng)
+        if rng.randint(2):
+            hsv = rgb_to_hsv_u8(img)
+            hsv[1] = _convert(hsv[1], alpha=rng.uniform(*self.saturation))
+            img = hsv_to_rgb_u8(hsv)
+        if rng.randint(2):
+            hsv = rgb_to_hsv_u8(img)
+            hsv[0] = ((hsv[0].to(torch.int64) + rng.randint(-self.hue_delta, self.hue_delta)) % 180).to(torch.uint8)
+            img = hsv_to_rgb_u8(hsv)
+        if contrast_last:
+            img = self._contrast(img, rng)
+        return img
 
 
 class SegTrain:
@@ -152,8 +264,7 @@ class SegTrain:
                  photometric: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.crop, self.img_scale, self.ratio = crop, tuple(img_scale), tuple(ratio_range)
         self.cat_max_ratio, self.mean, self.std = cat_max_ratio, list(mean), list(std)
-        # mmseg PhotoMetricDistortion: brightness +-32, contrast/saturation 0.5-1.5, hue +-18 degrees
-        self.photo = v2.ColorJitter(32 / 255, (0.5, 1.5), (0.5, 1.5), 18 / 360) if photometric else None
+        self.photo = PhotoMetricDistortion() if photometric else None
 
     def __call__(self, image, mask):
         img, m = _to_tv(image, mask)
@@ -179,7 +290,7 @@ class SegTrain:
         if random.random() < 0.5:
             img, m = TF.horizontal_flip(img), TF.horizontal_flip(m)
         if self.photo is not None:
-            img = self.photo(img)
+            img = self.photo(img.as_subclass(torch.Tensor))
         x = TF.normalize(TF.to_dtype(img, torch.float32, scale=True), self.mean, self.std)
         return x.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
 
@@ -206,8 +317,8 @@ def build_data(cfg: Config):
     val_tf = SegVal(d.img_scale, cfg.mean, cfg.std)
     if d.kind == "synthetic":
         k, size = d.num_classes or 4, d.size or d.crop
-        return (SyntheticScenes(d.n, size, k, train_tf, cfg.seed), SyntheticScenes(d.n_val, size, k, val_tf, cfg.seed + 1),
-                k)
+        return (SyntheticScenes(d.n, size, k, train_tf, cfg.seed),
+                SyntheticScenes(d.n_val, size, k, val_tf, cfg.seed + 1), k)
     if d.root is None:
         raise ValueError("segment: data.root is not set (the folder holding ADEChallengeData2016/)")
     train = ADE20K(d.root, "training", train_tf, reduce_zero_label=True)
@@ -272,8 +383,8 @@ def run(cfg: dict, run_dir) -> dict:
     opt = optim.create_optimizer(layer_decay_param_groups(model, o.weight_decay, o.layer_decay), opt="adamw", lr=lr,
                                  weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, device=device)
     sched = optim.create_scheduler(opt, o.schedule, steps_per_epoch=len(loader), total_steps=o.iters,
-                                   warmup_steps=o.warmup_iters, warmup_lr=o.warmup_lr, min_lr=o.min_lr, power=o.power,
-                                   warmup_prefix=False)
+                                   warmup_steps=o.warmup_iters, warmup_ratio=o.warmup_ratio, min_lr=o.min_lr,
+                                   power=o.power, lr=lr)
     epochs = math.ceil(o.iters / len(loader))
     final: dict = {}
 
@@ -288,8 +399,9 @@ def run(cfg: dict, run_dir) -> dict:
         return {"miou": scores["miou"], "macc": scores["macc"], "aacc": scores["aacc"]}
 
     history = loop.train(model, train, step_fn, opt, sched, run_dir, device=device, epochs=epochs,
-                         batch_size=o.batch_size, seed=cfg.seed, max_steps=min(o.iters, cfg.max_steps or o.iters), clip_grad=o.clip_grad,
-                         precision=cfg.precision, num_workers=cfg.data.num_workers, loader=loader, evaluate=eval_fn,
+                         batch_size=o.batch_size, seed=cfg.seed, max_steps=min(o.iters, cfg.max_steps or o.iters),
+                         clip_grad=o.clip_grad, precision=cfg.precision, num_workers=cfg.data.num_workers,
+                         loader=loader, evaluate=eval_fn,
                          eval_every=cfg.eval_every or epochs + 1, desc=f"segment[{cfg.method}]")
     if not final:  # resumed after the last epoch had finished: evaluate the restored model
         eval_fn(model)

@@ -7,8 +7,9 @@
   pre-training skips (`no_weight_decay`: pos_embed, cls_token; plus 1-D and biases).
 - `export_timm_state_dict`: the backbone as a plain timm `Beit` state dict in the fine-tuning layout
   (per-layer relative position bias tables, copied from the shared one as BEiT's fine-tuning code
-  does; mean pooling): `timm.create_model(name, **kwargs).load_state_dict(sd, strict=False)` leaves
-  only `head.*` missing.
+  does; the final norm as `norm.*`). `create_backbone` loads it as BEiT's loaders do: relative position
+  tables resized to another window by BEiT's bicubic rule, and with mean pooling a fresh `fc_norm`
+  (the pre-training norm unused, as in beit2's fine-tuning).
 - `ClipTeacher`: open_clip's VisionTransformer, frozen, eval, no grad; target = patch tokens after
   ln_post projected by `visual.proj` (open_clip's `forward_intermediates(..., normalize_intermediates=True)`
   applies ln_post to the tokens; the projection is applied here).
@@ -36,6 +37,7 @@ from timm.layers import trunc_normal_
 
 from ..utils.device import autocast
 from ..utils.io import atomic_write
+from .relpos import resize_rel_pos_tables
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,13 +219,14 @@ def beit_finetune_param_groups(model: nn.Module, weight_decay: float, layer_deca
                             scale=lambda lid: decay ** (n + 1 - lid))
 
 
-def export_timm_state_dict(student: MVPStudent, norm_to_fc_norm: bool = True) -> dict[str, torch.Tensor]:
+def export_timm_state_dict(student: MVPStudent) -> dict[str, torch.Tensor]:
     """The backbone as a plain timm Beit state dict in the fine-tuning layout.
 
     - The shared relative position bias table is copied into every block (BEiT's run_class_finetuning
       does the same when `--rel_pos_bias` is on), matching `beit_base_patch16_224`'s per-layer tables.
-    - The final per-token norm goes to `fc_norm` (mean pooling then norm, timm's global_pool='avg'
-      layout) when norm_to_fc_norm [A: BEiT starts fc_norm fresh; copying keeps its affine params].
+    - The final per-token norm stays `norm.*`, as in BEiT's pre-training checkpoints: the key layout of timm's
+      Beit with a final norm (global_pool='token'). A fine-tuning model with mean pooling (global_pool='avg':
+      norm is Identity) does not use it and starts its `fc_norm` fresh, as beit2 does (`create_backbone`).
     - Buffers such as relative_position_index are left out (timm rebuilds them).
     """
     sd = {k: v.detach().cpu().clone() for k, v in student.encoder.state_dict().items()
@@ -232,10 +235,6 @@ def export_timm_state_dict(student: MVPStudent, norm_to_fc_norm: bool = True) ->
     if shared is not None:
         for i in range(len(student.encoder.blocks)):
             sd[f"blocks.{i}.attn.relative_position_bias_table"] = shared.clone()
-    if norm_to_fc_norm:
-        for key in ("weight", "bias"):
-            if f"norm.{key}" in sd:
-                sd[f"fc_norm.{key}"] = sd.pop(f"norm.{key}")
     return sd
 
 
@@ -257,20 +256,37 @@ def load_exported_meta(path: str | Path) -> dict:
 
 def create_backbone(model_name: str, kwargs: dict, checkpoint: str | Path | None = None,
                     **overrides) -> tuple[nn.Module, dict]:
-    """A timm Beit for downstream use, optionally loaded from an exported student.
+    """A timm Beit for downstream use, optionally loaded from an exported pre-training student.
 
-    Returns (model, load_report) where load_report lists missing/unexpected keys (empty for scratch).
+    Loading follows BEiT's fine-tuning and segmentation loaders:
+    - relative position tables of another window (segmentation at 512 px: 14x14 -> 32x32) are resized by
+      BEiT's rule, bicubic on a geometric grid (`relpos.resize_rel_pos_tables`), before timm's own filter
+      (which would resize them linearly);
+    - a model with mean pooling (global_pool='avg': norm is Identity, fc_norm a LayerNorm) starts fc_norm at
+      LayerNorm's init (weight 1, bias 0) and leaves the pre-training final norm unused, as beit2's fine-tuning
+      with --use_mean_pooling does. A checkpoint's `fc_norm.*` is that same pre-training norm (an export may store
+      it under this name) and is not used either.
+
+    Returns (model, load_report): "missing" / "unexpected" keys of the load, beyond "fresh" (fc_norm, started
+    at its init by the rule above) and "unused" (the pre-training final norm); all empty for scratch.
     """
     model = timm.create_model(model_name, pretrained=False, **{**kwargs, **overrides})
-    report = {"missing": [], "unexpected": [], "checkpoint": str(checkpoint) if checkpoint else None}
+    report = {"missing": [], "unexpected": [], "fresh": [], "unused": [],
+              "checkpoint": str(checkpoint) if checkpoint else None}
     if checkpoint:
         sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(model, timm.models.beit.Beit):  # resizes patch embed / rel-pos tables for another size
-            sd = timm.models.beit.checkpoint_filter_fn(sd, model)
+        if isinstance(model, timm.models.beit.Beit):  # resizes patch embed / pos embed for another size
+            sd = timm.models.beit.checkpoint_filter_fn(resize_rel_pos_tables(sd, model), model)
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
+        fc_norm = [k for k in own if k.startswith("fc_norm.")]
+        if fc_norm:  # mean pooling: beit2's fine-tuning model has norm = Identity and a fresh fc_norm
+            report["unused"] = sorted(k for k in sd if k.startswith(("norm.", "fc_norm.")))
+            sd = {k: v for k, v in sd.items() if k not in report["unused"]}
+            report["fresh"] = fc_norm
         res = model.load_state_dict(sd, strict=False)
-        report["missing"], report["unexpected"] = list(res.missing_keys), list(res.unexpected_keys)
+        report["missing"] = [k for k in res.missing_keys if k not in report["fresh"]]
+        report["unexpected"] = list(res.unexpected_keys)
     return model, report
 
 

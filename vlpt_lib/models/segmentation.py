@@ -2,11 +2,12 @@
 
 Feature pyramid from four blocks (ViT-B: blocks 4, 6, 8, 12, i.e. indices 3, 5, 7, 11), made
 multi-scale as in BEiT's semantic_segmentation backbone: 4x up (two stride-2 transposed convs with
-BatchNorm + GELU between), 2x up (one transposed conv), identity, 2x max-pool. The decoder is
-segmentation_models_pytorch's UPerNetDecoder (PSP on the coarsest map + FPN + fusion); the main head
-is a 1x1 conv on its 1/4-resolution output; the auxiliary FCN head (weight 0.4 in the loss) reads the
-third pyramid level (1/16 for patch 16), as mmseg's `auxiliary_head in_index=2`. Widths as BEiT's
-upernet_beit_base_12_512_slide_160k_ade20k config: decoder channels 768, auxiliary FCN 256.
+BatchNorm + GELU between), 2x up (one transposed conv), identity, 2x max-pool. The heads are those of
+BEiT's mmseg 0.11 config (upernet_beit_base_12_512_slide_160k_ade20k_pt.py, _base_/models/upernet_beit.py),
+layer for layer and under mmseg's parameter names, so an mmseg checkpoint's head weights load as they are:
+`decode_head` = mmseg's UPerHead (PPM with pool scales 1, 2, 3, 6 on the coarsest level, FPN, fusion),
+`auxiliary_head` = FCNHead on pyramid level 2 (in_index=2, num_convs=1, concat_input=False), both ending in
+mmseg's BaseDecodeHead.cls_seg (Dropout2d 0.1, 1x1 conv_seg). Widths: decoder 768, auxiliary 256.
 Shallower mini models take the blocks at the same relative depths (`pyramid_block_indices`).
 `layer_decay_param_groups` = BEiT's mmseg LayerDecayOptimizerConstructor over the FULL backbone depth.
 """
@@ -15,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 
 from .mvp import group_parameters
 
 PAPER_BLOCKS = (4, 6, 8, 12)  # 1-based, of 12
+AUX_IN_INDEX = 2  # BEiT _base_/models/upernet_beit.py auxiliary_head in_index
 
 
 def pyramid_block_indices(depth: int, blocks=PAPER_BLOCKS, of: int = 12) -> list[int]:
@@ -28,22 +29,82 @@ def pyramid_block_indices(depth: int, blocks=PAPER_BLOCKS, of: int = 12) -> list
     return idx
 
 
-class FCNHead(nn.Module):
-    """mmseg's FCNHead with num_convs=1: conv3x3-BN-ReLU, dropout 0.1, conv1x1 to classes."""
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """mmseg.ops.resize as the heads and the loss call it (align_corners=False in BEiT's config)."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def __init__(self, in_ch: int, channels: int, num_classes: int, dropout: float = 0.1):
+
+class ConvModule(nn.Module):
+    """mmcv ConvModule with norm_cfg SyncBN and ReLU: a conv without bias (a norm follows), BatchNorm, ReLU,
+    padding k // 2. Init as its init_weights: kaiming normal, fan_out, gain for ReLU; BatchNorm weight 1, bias 0."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(in_ch, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-        self.drop = nn.Dropout2d(dropout)
-        self.cls = nn.Conv2d(channels, num_classes, 1)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.activate = nn.ReLU(inplace=True)
+        nn.init.kaiming_normal_(self.conv.weight, a=0, mode="fan_out", nonlinearity="relu")
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
 
     def forward(self, x):
-        return self.cls(self.drop(self.conv(x)))
+        return self.activate(self.bn(self.conv(x)))
+
+
+class DecodeHead(nn.Module):
+    """mmseg BaseDecodeHead's classifier: Dropout2d, then a 1x1 conv_seg initialised N(0, 0.01), bias 0."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.conv_seg.bias)
+
+    def cls_seg(self, x):
+        return self.conv_seg(self.dropout(x))
+
+
+class UPerHead(DecodeHead):
+    """mmseg UPerHead: PPM + bottleneck on the last level, 1x1 laterals on the others, top-down sum, 3x3 FPN
+    convs, all levels resized to the first and fused by a 3x3 conv; at the first level's resolution."""
+
+    def __init__(self, in_channels: list[int], channels: int, num_classes: int, pool_scales=(1, 2, 3, 6),
+                 dropout: float = 0.1):
+        super().__init__(channels, num_classes, dropout)
+        top = in_channels[-1]
+        self.psp_modules = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(top, channels, 1))
+                                         for s in pool_scales)
+        self.bottleneck = ConvModule(top + len(pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3) for _ in in_channels[:-1])
+        self.fpn_bottleneck = ConvModule(len(in_channels) * channels, channels, 3)
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        top = inputs[-1]
+        psp = [top] + [resize(m(top), top.shape[-2:]) for m in self.psp_modules]
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)] + [self.bottleneck(torch.cat(psp, 1))]
+        for i in range(len(laterals) - 1, 0, -1):  # coarse to fine, each sum feeding the next
+            laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[-2:])
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)] + [laterals[-1]]
+        outs = [outs[0]] + [resize(x, outs[0].shape[-2:]) for x in outs[1:]]
+        return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, 1)))
+
+
+class FCNHead(DecodeHead):
+    """mmseg FCNHead with concat_input=False: num_convs 3x3 ConvModules, then the classifier."""
+
+    def __init__(self, in_ch: int, channels: int, num_classes: int, num_convs: int = 1, dropout: float = 0.1):
+        super().__init__(channels, num_classes, dropout)
+        self.convs = nn.Sequential(*(ConvModule(in_ch if i == 0 else channels, channels, 3) for i in range(num_convs)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls_seg(self.convs(x))
 
 
 class BeitUperNet(nn.Module):
-    """timm Beit backbone -> 4-level pyramid -> UperNet (+ auxiliary FCN). Input normalised images."""
+    """timm Beit backbone -> 4-level pyramid -> UPerHead (+ auxiliary FCNHead). Input normalised images; logits
+    at the input's size (mmseg's resize of the head output, bilinear, align_corners=False)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, decoder_channels: int = 768,
                  aux_channels: int = 256, out_indices: list[int] | None = None, dropout: float = 0.1):
@@ -58,12 +119,8 @@ class BeitUperNet(nn.Module):
         self.fpn2 = nn.ConvTranspose2d(dim, dim, 2, 2)
         self.fpn3 = nn.Identity()
         self.fpn4 = nn.MaxPool2d(2, 2)
-        # smp's decoder expects [1, 1/2, 1/4, 1/8, 1/16, 1/32] and skips the first two.
-        self.decoder = UPerNetDecoder(encoder_channels=[0, 0, dim, dim, dim, dim], encoder_depth=5,
-                                      decoder_channels=decoder_channels)
-        self.drop = nn.Dropout2d(dropout)
-        self.cls = nn.Conv2d(decoder_channels, num_classes, 1)
-        self.aux = FCNHead(dim, aux_channels, num_classes) if aux_channels else None
+        self.decode_head = UPerHead([dim] * 4, decoder_channels, num_classes, dropout=dropout)
+        self.auxiliary_head = FCNHead(dim, aux_channels, num_classes, dropout=dropout) if aux_channels else None
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         unique = sorted(set(self.out_indices))  # very shallow models repeat a block
@@ -74,20 +131,29 @@ class BeitUperNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
         feats = self.pyramid(x)
-        dec = self.decoder([None, None, *feats])
-        out = {"out": F.interpolate(self.cls(self.drop(dec)), size=size, mode="bilinear", align_corners=False)}
-        if self.aux is not None and self.training:
-            out["aux"] = F.interpolate(self.aux(feats[2]), size=size, mode="bilinear", align_corners=False)
+        out = {"out": resize(self.decode_head(feats), size)}
+        if self.auxiliary_head is not None and self.training:  # mmseg runs the auxiliary head in training only
+            out["aux"] = resize(self.auxiliary_head(feats[AUX_IN_INDEX]), size)
         return out
 
     def no_weight_decay(self) -> set[str]:
         return {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
 
 
+def pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """mmseg 0.11 BaseDecodeHead.losses with CrossEntropyLoss(reduction='mean'): logits resized to the label's
+    size, per-pixel cross-entropy (0 at ignored pixels), then the mean over ALL pixels of the batch, ignored
+    ones included in the denominator (weight_reduce_loss without avg_factor is loss.mean())."""
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = resize(logits, target.shape[-2:])
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").mean()
+
+
 def seg_loss(out: dict, target: torch.Tensor, aux_weight: float = 0.4, ignore_index: int = 255) -> torch.Tensor:
-    loss = F.cross_entropy(out["out"], target, ignore_index=ignore_index)
+    """decode loss + aux_weight x auxiliary loss (mmseg sums the heads' loss_weight-scaled losses)."""
+    loss = pixel_cross_entropy(out["out"], target, ignore_index)
     if "aux" in out and aux_weight:
-        loss = loss + aux_weight * F.cross_entropy(out["aux"], target, ignore_index=ignore_index)
+        loss = loss + aux_weight * pixel_cross_entropy(out["aux"], target, ignore_index)
     return loss
 
 

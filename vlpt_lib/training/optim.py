@@ -4,8 +4,8 @@
     sched = create_scheduler(opt, "cosine", steps_per_epoch=len(loader), epochs=100, warmup_epochs=20, ...)
     sched.step_update(step)          # every iteration, before the optimizer step (timm's interface)
 
-Schedules: "beit_cosine" = BEiT's cosine_scheduler (MVP pre-training and fine-tuning), "poly"
-(segmentation, mmseg's poly with linear warm-up), "dassl_cosine" (CoOp / CoCoOp).
+Schedules: "beit_cosine" = BEiT's cosine_scheduler (MVP pre-training and fine-tuning), "mmcv_poly"
+(segmentation: mmcv's PolyLrUpdaterHook with its linear warm-up), "poly" (timm's), "dassl_cosine" (CoOp / CoCoOp).
 
 Weight-decay rule (timm's `create_optimizer_v2`): no decay on 1-D parameters (biases, norms, layer
 scales), on names ending in ".bias" and on `model.no_weight_decay()`; `layer_decay` groups the layers
@@ -108,6 +108,34 @@ class BeitCosine(_PerStepLR):
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * i / n))
 
 
+class MmcvPoly(_PerStepLR):
+    """mmcv 1.3.0's PolyLrUpdaterHook(power, min_lr, by_epoch=False, warmup="linear", warmup_iters, warmup_ratio)
+    (mmcv/runner/hooks/lr_updater.py), per group and per iteration: mmseg's segmentation schedules.
+
+    The hook sets the lr before iteration i (runner.iter, from 0) from each group's initial lr b (here the
+    schedule's lr times the group's `lr_scale`, as BEiT's LayerDecayOptimizerConstructor gives a group
+    scale x lr): regular = (b - min_lr)(1 - i/total)^power + min_lr; during the warm-up (i < warmup_steps)
+    regular x (1 - k), k = (1 - i/warmup_steps)(1 - warmup_ratio). So the warm-up multiplies the decaying poly
+    value (not a line to the base lr) and starts at warmup_ratio x b; min_lr is not scaled per group."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, total_steps: int, power: float = 1.0,
+                 min_lr: float = 0.0, warmup_steps: int = 0, warmup_ratio: float = 0.1):
+        super().__init__(optimizer)
+        self.lr, self.total, self.power, self.min_lr = float(lr), int(total_steps), float(power), float(min_lr)
+        self.warmup, self.warmup_ratio = int(warmup_steps), float(warmup_ratio)
+
+    def lr_at(self, step: int, scale: float = 1.0) -> float:
+        base = self.lr * scale
+        lr = (base - self.min_lr) * (1 - step / self.total) ** self.power + self.min_lr
+        if step < self.warmup:
+            lr = lr * (1 - (1 - step / self.warmup) * (1 - self.warmup_ratio))
+        return lr
+
+    def step_update(self, num_updates: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(num_updates, group.get("lr_scale", 1.0))
+
+
 class ConstantLR(_PerStepLR):
     """The optimizer's lr, unchanged (the example job, tests)."""
 
@@ -118,9 +146,11 @@ class ConstantLR(_PerStepLR):
 def create_scheduler(optimizer: torch.optim.Optimizer, name: str = "cosine", *, steps_per_epoch: int,
                      epochs: float | None = None, total_steps: int | None = None, warmup_epochs: float = 0,
                      warmup_steps: int | None = None, warmup_lr: float = 0.0, min_lr: float = 0.0,
-                     power: float = 1.0, warmup_prefix: bool = False, lr: float | None = None):
+                     power: float = 1.0, warmup_prefix: bool = False, lr: float | None = None,
+                     warmup_ratio: float = 0.1):
     """Per-iteration schedule: "cosine" / "poly" (timm; warm-up linear from warmup_lr), "beit_cosine"
-    (BEiT's cosine_scheduler: pre-training and fine-tuning), "dassl_cosine" (the prompt jobs) or "constant".
+    (BEiT's cosine_scheduler: pre-training and fine-tuning), "mmcv_poly" (mmcv's poly with its linear warm-up
+    from warmup_ratio x the poly lr: segmentation), "dassl_cosine" (the prompt jobs) or "constant".
 
     Length: `total_steps`, else `epochs * steps_per_epoch`. Warm-up: `warmup_steps`, else
     `warmup_epochs * steps_per_epoch`. warmup_prefix=False: the decay spans the whole run including
@@ -136,6 +166,9 @@ def create_scheduler(optimizer: torch.optim.Optimizer, name: str = "cosine", *, 
     if name == "beit_cosine":
         return BeitCosine(optimizer, lr=base_lr, total_steps=total, warmup_steps=warm, warmup_lr=warmup_lr,
                           min_lr=min_lr)
+    if name == "mmcv_poly":
+        return MmcvPoly(optimizer, lr=base_lr, total_steps=total, power=power, min_lr=min_lr, warmup_steps=warm,
+                        warmup_ratio=warmup_ratio)
     warm = min(warm, total - 1)
     t_initial = total - warm if warmup_prefix else total
     common = dict(t_initial=max(1, t_initial), warmup_t=warm, warmup_lr_init=float(warmup_lr), lr_min=float(min_lr),
@@ -144,4 +177,5 @@ def create_scheduler(optimizer: torch.optim.Optimizer, name: str = "cosine", *, 
         return PolyLRScheduler(optimizer, power=float(power), **common)
     if name == "cosine":
         return CosineLRScheduler(optimizer, **common)
-    raise ValueError(f"unknown lr schedule {name!r}; expected cosine, poly, beit_cosine, dassl_cosine or constant")
+    raise ValueError(f"unknown lr schedule {name!r}; expected cosine, poly, beit_cosine, mmcv_poly, dassl_cosine or "
+                     "constant")
