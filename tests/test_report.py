@@ -210,19 +210,39 @@ def test_base2new_in_the_papers_shape_averages_the_paper_over_the_same_datasets(
     assert set(pt.context["method"]) == {"KgCoOp", "MaPLe", "PromptSRC"}  # rows of methods not run here: context
 
 
-def test_judge_follows_the_two_standard_error_rule():
+def _student_t_cdf(t: float, df: int) -> float:
+    """Student's t CDF in closed form for 2 and 4 degrees of freedom (e.g. Wikipedia, Student's t-distribution:
+    nu = 2: 1/2 + t / (2 sqrt(2 + t^2)); nu = 4: 1/2 + 3/8 x (1 - x^2 / 12) with x = t / sqrt(1 + t^2 / 4) and
+    x^2 = t^2 / (1 + t^2 / 4)); independent of scipy, which the project uses."""
+    if df == 2:
+        return 0.5 + t / (2 * math.sqrt(2 + t * t))
+    u = 1 + t * t / 4
+    return 0.5 + 3 / 8 * (t / math.sqrt(u)) * (1 - t * t / (12 * u))
+
+
+def test_judge_is_welchs_one_sided_t_test():
     s = pd.Series
-    # means 72 and 69, sample stds 2 and 1, 3 seeds each: SE = sqrt(4/3 + 1/3)
-    diff, se, word = claims.judge(s([70.0, 72.0, 74.0]), s([68.0, 69.0, 70.0]), ">")
-    assert (diff, se, word) == (pytest.approx(3.0), pytest.approx(math.sqrt(4 / 3 + 1 / 3)), "holds")
-    assert claims.judge(s([70.0, 72.0, 74.0]), s([70.0, 71.0, 72.0]), ">")[2] == "not resolved"  # 1 < 2 SE
-    assert claims.judge(s([66.0, 68.0, 70.0]), s([70.0, 71.0, 72.0]), ">")[2] == "reversed"  # -3 < -2 SE
-    assert claims.judge(s([66.0, 68.0, 70.0]), s([70.0, 71.0, 72.0]), "<")[2] == "holds"
-    assert claims.judge(s([70.0]), s([60.0, 61.0]), ">")[2] == "one seed: no spread"
-    assert claims.judge(s([70.0, 71.0]), s([], dtype=float), ">")[2] == "not measured"
-    # a zero-shot side has no seed spread: one run is enough, and SE comes from the other side alone
-    diff, se, word = claims.judge(s([80.0, 81.0, 82.0]), s([75.0]), "<", right_exact=True)
-    assert (diff, se, word) == (pytest.approx(6.0), pytest.approx(math.sqrt(1 / 3)), "reversed")
+    # equal variances and seed counts give whole degrees of freedom: 3 + 3 seeds, both variances 4 -> df 4
+    v = claims.judge(s([70.0, 72.0, 74.0]), s([64.0, 66.0, 68.0]), ">")
+    se = math.sqrt(4 / 3 + 4 / 3)
+    assert (v.diff, v.se, v.t, v.df) == (pytest.approx(6.0), pytest.approx(se), pytest.approx(6 / se), pytest.approx(4))
+    assert v.p == pytest.approx(1 - _student_t_cdf(6 / se, 4), rel=1e-9) and v.word == "holds"  # p 0.011
+    assert claims.judge(s([64.0, 66.0, 68.0]), s([70.0, 72.0, 74.0]), ">").word == "reversed"
+    assert claims.judge(s([64.0, 66.0, 68.0]), s([70.0, 72.0, 74.0]), "<").word == "holds"
+    v = claims.judge(s([70.0, 72.0, 74.0]), s([68.0, 70.0, 72.0]), ">")  # t 1.22 at df 4: p 0.14
+    assert v.p == pytest.approx(1 - _student_t_cdf(2 / se, 4), rel=1e-9) and v.word == "not resolved"
+    # 2 + 2 seeds, variances 2: difference 4 = 2.83 SE, beyond "2 SE" but t 2.83 < 2.92 at df 2: p 0.053
+    v = claims.judge(s([70.0, 72.0]), s([66.0, 68.0]), ">")
+    assert v.df == pytest.approx(2) and v.p == pytest.approx(1 - _student_t_cdf(4 / math.sqrt(2), 2), rel=1e-9)
+    assert v.p > 0.05 and v.word == "not resolved"
+    assert claims.judge(s([70.0]), s([60.0, 61.0]), ">").word == "one seed: no spread"
+    assert claims.judge(s([70.0, 71.0]), s([], dtype=float), ">").word == "not measured"
+    # a zero-shot side is a constant: a one-sample test of the other side against it (3 seeds: df 2)
+    v = claims.judge(s([80.0, 81.0, 82.0]), s([75.0]), "<", right_exact=True)
+    t = -6.0 / math.sqrt(1 / 3)
+    assert (v.diff, v.se, v.t, v.df) == (pytest.approx(6.0), pytest.approx(math.sqrt(1 / 3)), pytest.approx(t),
+                                         pytest.approx(2))
+    assert v.p == pytest.approx(1 - _student_t_cdf(t, 2), rel=1e-9) and v.word == "reversed"
 
 
 def test_table1_verdicts_from_the_rows():

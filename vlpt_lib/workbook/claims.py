@@ -1,20 +1,22 @@
-"""The papers' claims checked on this run's numbers: a difference of two means over seeds against twice its
-standard error ("clearly" in issue #12).
+"""The papers' claims checked on this run's numbers: Welch's t-test over seeds, one-sided in the claimed direction.
 
     for v in claims.verdicts_of("cocoop_base2new", profile):
         print(v.sentence())
 
 Each side of a claim is a per-seed sample computed from the table's rows (they carry their seed): e.g.
 "CoOp new" = per seed, the mean new-class accuracy over the datasets run. For "left > right" (or "<"),
-d = mean(left) - mean(right) and SE = sqrt(s_l^2 / n_l + s_r^2 / n_r), s the sample std over seeds:
-  holds           d beyond 2 SE in the claimed direction,
-  reversed        d beyond 2 SE the other way,
-  not resolved    |d| <= 2 SE,
-  one seed: no spread   a trained side has fewer than 2 seeds (there is no SE to compare with).
-Zero-shot CLIP trains nothing and is tested on fixed test sets: its number has no seed spread, so its side
-adds nothing to SE, whatever its seed count. "At least" (>=) is judged as ">": it holds only when clearly
-above; "not resolved" then means no clear difference either way, which does not contradict it. A right side
-"best other H" is the strongest other method of this run (`best_other`); the verdict names it.
+d = mean(left) - mean(right), SE = sqrt(s_l^2 / n_l + s_r^2 / n_r) (s the sample std over seeds), t = d / SE
+(-d / SE for "<") with the Welch-Satterthwaite degrees of freedom df = SE^4 / sum((s^2 / n)^2 / (n - 1)):
+  holds           p = P(T_df >= t) < ALPHA (0.05): the claimed direction, beyond what 2-3 seeds' spread explains,
+  reversed        P(T_df <= t) < ALPHA: clearly the other way,
+  not resolved    neither,
+  one seed: no spread   a trained side has fewer than 2 seeds (there is no spread to test with).
+With 2-3 seeds df is small and t must be large (t > 2.92 at df 2, 6.31 at df 1): "2 SE" is not enough.
+Zero-shot CLIP trains nothing and is tested on fixed test sets: its number has no seed spread, so its side is a
+constant and the test is a one-sample t-test of the other side against it (df = n - 1). "At least" (>=) is judged
+as ">": it holds only when clearly above; "not resolved" then means no clear difference either way, which does not
+contradict it. A right side "best other H" is the strongest other method of this run (`best_other`); the verdict
+names it.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import math
 from dataclasses import dataclass, replace
 
 import pandas as pd
+from scipy.stats import t as student_t
 
 from . import tables
 from .tables import TABLES, Claim, claims_of, harmonic_mean, is_zero_shot, per_seed_mean
@@ -39,9 +42,19 @@ class Verdict:
     right_mean: float
     right_std: float
     right_n: int
-    diff: float    # left - right
-    se: float      # NaN when it cannot be computed (one seed, or a side not measured)
-    word: str      # holds | not resolved | reversed | one seed: no spread | not measured
+    test: "Test"
+
+    diff = property(lambda self: self.test.diff)
+    se = property(lambda self: self.test.se)
+    word = property(lambda self: self.test.word)
+
+    def statistics(self) -> str:
+        """"t 4.20, df 3.1, p 0.012" (empty when there is no test)."""
+        t = self.test
+        if math.isnan(t.p):
+            return ""
+        df = "" if math.isnan(t.df) else f", df {t.df:.1f}"
+        return f"t {t.t:.2f}{df}, p {t.p:.3g}"
 
     def _side(self, name: str, mean: float, std: float, n: int) -> str:
         if is_zero_shot(name.split()[0]):
@@ -55,10 +68,11 @@ class Verdict:
         head = f"**{self.word}** · {c.left} {c.op} {c.right}: {c.text}"
         if self.word == "not measured":
             return head + " (a side was not run in this profile)."
-        se = f", SE {self.se:.2f} (2 SE = {2 * self.se:.2f})" if not math.isnan(self.se) else ""
+        se = f", SE {self.se:.2f}" if not math.isnan(self.se) else ""
+        stats = f" (Welch: {self.statistics()})" if self.statistics() else ""
         return (f"{head}. Ours: {self._side(c.left, self.left_mean, self.left_std, self.left_n)} vs "
                 f"{self._side(c.right, self.right_mean, self.right_std, self.right_n)}; "
-                f"difference {self.diff:+.2f}{se}.")
+                f"difference {self.diff:+.2f}{se}{stats}.")
 
 
 # ----------------------------------------------------------------------------- per-seed samples
@@ -89,19 +103,41 @@ def samples(table: str, rows: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 # ----------------------------------------------------------------------------- verdicts
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Test:
+    diff: float    # left - right
+    se: float      # NaN when it cannot be computed (one seed, or a side not measured)
+    t: float       # toward the claim: d / SE for ">", -d / SE for "<"
+    df: float      # Welch-Satterthwaite
+    p: float       # one-sided, in the claimed direction
+    word: str      # holds | not resolved | reversed | one seed: no spread | not measured
+
+
 def judge(left: pd.Series, right: pd.Series, op: str, left_exact: bool = False,
-          right_exact: bool = False) -> tuple[float, float, str]:
-    """(difference left - right, its standard error, the word) for the claim `left op right`."""
+          right_exact: bool = False) -> Test:
+    """Welch's one-sided t-test of the claim `left op right` (module docstring); an exact side is a constant."""
+    nan = math.nan
     if len(left) == 0 or len(right) == 0:
-        return math.nan, math.nan, "not measured"
+        return Test(nan, nan, nan, nan, nan, "not measured")
     diff = float(left.mean() - right.mean())
     trained = [s for s, exact in ((left, left_exact), (right, right_exact)) if not exact]
-    if any(len(s) < 2 for s in trained):
-        return diff, math.nan, "one seed: no spread"
-    se = math.sqrt(sum(float(s.var()) / len(s) for s in trained))
+    if not trained or any(len(s) < 2 for s in trained):
+        return Test(diff, nan, nan, nan, nan, "one seed: no spread")
+    terms = [float(s.var()) / len(s) for s in trained]
+    se = math.sqrt(sum(terms))
     toward = -diff if op == "<" else diff
-    word = "holds" if toward > 2 * se else "reversed" if toward < -2 * se else "not resolved"
-    return diff, se, word
+    if se == 0.0:  # no spread on either side: the sign decides
+        t, df, p = math.copysign(math.inf, toward) if toward else 0.0, nan, 0.0 if toward > 0 else 1.0
+    else:
+        t = toward / se
+        df = se ** 4 / sum(v * v / (len(s) - 1) for v, s in zip(terms, trained))
+        p = float(student_t.sf(t, df))
+    other = 1.0 - p if se > 0 else (0.0 if toward < 0 else 1.0)
+    word = "holds" if p < ALPHA else "reversed" if other < ALPHA else "not resolved"
+    return Test(diff, se, t, df, p, word)
 
 
 def best_other(side: str, left: str, sides: dict[str, pd.Series]) -> str:
@@ -123,12 +159,11 @@ def verdicts(table: str, rows: pd.DataFrame) -> list[Verdict]:
     for claim in found:
         claim = replace(claim, right=best_other(claim.right, claim.left, sides))
         left, right = (sides.get(s, pd.Series(dtype=float)) for s in (claim.left, claim.right))
-        diff, se, word = judge(left, right, claim.op, is_zero_shot(claim.left.split()[0]),
-                               is_zero_shot(claim.right.split()[0]))
+        test = judge(left, right, claim.op, is_zero_shot(claim.left.split()[0]), is_zero_shot(claim.right.split()[0]))
         out.append(Verdict(table, claim, float(left.mean()) if len(left) else math.nan,
                            float(left.std()) if len(left) > 1 else math.nan, len(left),
                            float(right.mean()) if len(right) else math.nan,
-                           float(right.std()) if len(right) > 1 else math.nan, len(right), diff, se, word))
+                           float(right.std()) if len(right) > 1 else math.nan, len(right), test))
     return out
 
 
@@ -137,9 +172,11 @@ def verdicts_of(table: str, profile: str) -> list[Verdict]:
     return verdicts(table, tables.load_table(table, profile))
 
 
-RULE = ("A claim **holds** when the difference of the two means exceeds twice its standard error over seeds "
-        "(SE = sqrt(s1²/n1 + s2²/n2)), is **reversed** beyond twice the SE the other way, and is **not resolved** "
-        "in between; with one seed there is no spread to judge by.")
+RULE = ("A claim **holds** when Welch's t-test over seeds, one-sided in the claimed direction, gives p < 0.05 "
+        "(t = difference / SE, SE = sqrt(s1²/n1 + s2²/n2), Welch–Satterthwaite degrees of freedom; a zero-shot side "
+        "has no seed spread and is tested as a constant), is **reversed** when the test in the other direction does, "
+        "and is **not resolved** otherwise; with one seed there is no spread to test with. With 2 or 3 seeds a "
+        "difference must be several SE to hold (t > 2.92 at 2 degrees of freedom).")
 
 
 def markdown(table: str, profile: str) -> str:
@@ -147,6 +184,6 @@ def markdown(table: str, profile: str) -> str:
     found = verdicts_of(table, profile)
     if not found:
         return f"No claim of the paper is checked on table `{table}`."
-    lines = [f"**The paper's claims on this run (profile `{profile}`)**", ""]
+    lines = [f"**The paper's claims on this run (profile `{profile}`)**", "", RULE, ""]
     lines += [f"- {v.sentence()}" for v in found]
     return "\n".join(lines)

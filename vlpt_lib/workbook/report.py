@@ -188,7 +188,7 @@ def notebook_table(name: str, profile: str) -> HTML:
 
 
 def verdicts_html(verdicts: list[claims.Verdict]) -> str:
-    """Every claim: both sides (mean ± std, seeds), the difference, its SE and the verdict."""
+    """Every claim: both sides (mean ± std, seeds), the difference, its SE, Welch's t, df and p, and the verdict."""
     def side(name, mean, std, n):
         if _missing(mean):
             return f"<span class='na'>{NA}</span>"
@@ -206,9 +206,11 @@ def verdicts_html(verdicts: list[claims.Verdict]) -> str:
                     f"{html.escape(c.right)}</span></td>"
                     f"<td>{side(c.left, v.left_mean, v.left_std, v.left_n)}</td>"
                     f"<td>{side(c.right, v.right_mean, v.right_std, v.right_n)}</td><td>{diff}</td><td>{se}</td>"
+                    f"<td>{html.escape(v.statistics() or NA)}</td>"
                     f"<td class='label {VERDICT_CLASS.get(v.word, 'none')}'><b>{html.escape(v.word)}</b></td></tr>")
     return ("<table class='vlpt'><tr><th class='label'>table</th><th class='label'>the paper's claim</th>"
-            "<th>ours: left</th><th>ours: right</th><th>difference</th><th>SE</th><th class='label'>verdict</th></tr>"
+            "<th>ours: left</th><th>ours: right</th><th>difference</th><th>SE</th><th>Welch's t-test</th>"
+            "<th class='label'>verdict</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -265,7 +267,7 @@ def table_markdown(pt: PaperTable) -> str:
 
 
 def verdicts_markdown(verdicts: list[claims.Verdict]) -> str:
-    """The verdicts as a Markdown table: the claim, both sides (mean ± std, seeds), difference, SE, verdict."""
+    """The verdicts as a Markdown table: the claim, both sides (mean ± std, seeds), difference, SE, t-test, verdict."""
     def side(name, mean, std, n):
         if _missing(mean):
             return NA
@@ -273,15 +275,15 @@ def verdicts_markdown(verdicts: list[claims.Verdict]) -> str:
             return f"{mean:.2f} (zero-shot)"
         return f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 else "") + f" (n={n})"
 
-    lines = ["| table | the paper's claim | ours: left | ours: right | difference | SE | verdict |",
-             "|:---|:---|---:|---:|---:|---:|:---|"]
+    lines = ["| table | the paper's claim | ours: left | ours: right | difference | SE | Welch's t-test | verdict |",
+             "|:---|:---|---:|---:|---:|---:|---:|:---|"]
     for v in verdicts:
         c = v.claim
         lines.append(f"| {TABLES[v.table].title} | {c.text} (`{c.left} {c.op} {c.right}`) | "
                      f"{side(c.left, v.left_mean, v.left_std, v.left_n)} | "
                      f"{side(c.right, v.right_mean, v.right_std, v.right_n)} | "
                      f"{NA if _missing(v.diff) else _signed(v.diff, 2)} | {NA if _missing(v.se) else f'{v.se:.2f}'} | "
-                     f"**{v.word}** |")
+                     f"{v.statistics() or NA} | **{v.word}** |")
     return "\n".join(lines)
 
 
