@@ -237,3 +237,31 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     assert not (tmp_path / "previous-last.pt").exists() and checkpoint.load(tmp_path)["epoch"] == 2
     last.write_bytes(b"")
     assert checkpoint.load(tmp_path) is None
+
+
+@pytest.mark.parametrize("max_steps, closed", [(None, [(5, 5), (5, 5)]), (7, [(5, 5), (2, 2)])])
+def test_epoch_bars_close_full_when_training_ends_as_planned(tmp_path, monkeypatch, max_steps, closed):
+    """Lab draws a bar closed short in red, as if interrupted: the last step of a run (and a max_steps stop
+    mid-epoch) must leave every epoch's bar full."""
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, **kw):
+            self.n, self.total, self.closed = 0, total, None
+            bars.append(self)
+
+        def update(self, k=1):
+            self.n += k
+
+        def close(self):
+            self.closed = (self.n, self.total)
+
+    monkeypatch.setattr(loop, "bar", Bar)
+    model = torch.nn.Linear(2, 1)
+    data = TensorDataset(torch.randn(10, 2), torch.randn(10, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = optim.create_scheduler(opt, "constant", steps_per_epoch=5, epochs=2)
+    step_fn = lambda m, batch: torch.nn.functional.mse_loss(m(batch[0]), batch[1])  # noqa: E731
+    loop.train(model, data, step_fn, opt, sched, tmp_path, device=torch.device("cpu"), epochs=2, batch_size=2,
+               seed=0, max_steps=max_steps)
+    assert [b.closed for b in bars] == closed

@@ -141,7 +141,10 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
         model.train()
         sums: dict[str, torch.Tensor] = {}
         batches = 0
-        for batch in bar(loader, desc=f"{desc} {epoch + 1}/{epochs}", leave=False):
+        # counted by hand: a bar iterated over the loader would count a batch only when the next is asked for, so
+        # a planned stop after the last step would close it one short, which Lab draws red (as if interrupted)
+        progress = bar(total=len(loader), desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
+        for batch in loader:
             scheduler.step_update(step)
             with autocast(device, precision):
                 out = step_fn(train_model, _to_device(batch, device))
@@ -164,8 +167,11 @@ def train(model: torch.nn.Module, train_set: Dataset, step_fn: Callable, optimiz
                 sums[k] = sums.get(k, torch.zeros((), device=device)) + v.to(device)
             batches += 1
             step += 1
-            if step >= total_steps:
+            progress.update(1)
+            if step >= total_steps:  # a planned stop (max_steps) mid-epoch: the bar ends here, full
+                progress.total = progress.n
                 break
+        progress.close()
         if after_epoch is not None and batches == len(loader):
             after_epoch(epoch)
         # Averages over every rank's batches (not only rank 0's).
