@@ -495,3 +495,24 @@ def test_fault_during_force_recomputes_from_the_new_checkpoint(toy, clean, tmp_p
     assert _run(toy) == [("t1_up", "ran"), ("t2_down", "ran")]
     assert json.loads((run_dir / "result.json").read_text())["resumed_from_epoch"] == 1
     _assert_same_tables(results, clean)
+
+
+HEAVY_MODULES = ("torch", "open_clip", "nbformat", "papermill")
+LOADED_AFTER_CLI = f"""import json, runpy, sys
+sys.argv = ["vlpt_lib", *sys.argv[1:]]
+try:
+    runpy.run_module("vlpt_lib", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("loaded:", json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["reproduce", "--help"], ["report", "--help"],
+                                  ["report", "--profile", "nonsense"], ["bench"]])
+def test_cli_help_and_argument_errors_import_no_heavy_module(args):
+    """Which modules load, not how long it takes (timings are flaky on CI): these took 10-30 s with torch and co."""
+    proc = subprocess.run([sys.executable, "-c", LOADED_AFTER_CLI, *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120)
+    assert "usage:" in proc.stdout + proc.stderr
+    assert "loaded: []" in proc.stderr.splitlines(), proc.stderr

@@ -202,9 +202,13 @@ def test_layers_import_one_way():
 
 
 def test_library_imports_sit_at_the_top_of_modules():
-    """No project import hidden inside a function (they hid the import circles before)."""
+    """No project import hidden inside a function (they hid the import circles before). The command line's entry
+    point is exempt: nothing imports it, so it hides no circle, and its imports wait for a command so that `--help`
+    answers at once (tests/test_cache.py pins which modules --help loads)."""
     hidden = []
     for path in sorted((REPO_ROOT / "vlpt_lib").rglob("*.py")):
+        if path == REPO_ROOT / "vlpt_lib" / "__main__.py":
+            continue
         tree = ast.parse(path.read_text())
         for fn in ast.walk(tree):
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -5,14 +5,9 @@ import argparse
 import errno
 import sys
 
-from .bench import cocoop as bench_cocoop
-from .bench import mvp as bench_mvp
-from .jobs.launch import recompute_before
-from .utils.lock import Busy
-from .workbook.params import ParamsError
+# Only light modules here: `--help` and argument errors must not wait for torch, open_clip, nbformat or papermill
+# (tens of seconds). The commands import what they run after parse_args.
 from .workbook.paths import PROFILES, results_root
-from .workbook.report import ReportError, render_report
-from .workbook.runner import NotebookFailed, reproduce, status, status_lines
 
 REPRODUCE_HELP = """Run the workbook's notebooks with papermill, in dependency order, then render the report
 (results/<profile>/report/index.html). Each notebook's executed copy and record land in
@@ -35,6 +30,18 @@ REPRODUCE_ENV = """environment:
                          to the time the run starts; you may set it yourself to recompute older results)
 
 One writer at a time: a second reproduce of the same profile is refused, naming the process that runs."""
+
+REPORT_HELP = """Render the report from the results already in results/<profile>/ (it runs no notebook; `reproduce`
+renders it at its end): each paper table in its paper's shape (ours = mean ± std over seeds, paper, Δ) with its
+figure, the papers' claims judged on these results, and the notebooks' status. Prints the path of index.html.
+
+Without --out: results/<profile>/report/ (index.html, tables/, reference/, run_metadata.json) and
+results/<profile>/summary.md (the same content as Markdown).
+
+With --out DIR: that folder alone, nothing else written. It is self-contained (figures embedded, CSVs and run
+metadata copied in): publish it as it is. DIR must be a new or empty folder outside the results root, or one an
+earlier `report --out` made (then replaced whole). Refused: a file, a folder inside or around the results root, a
+non-empty folder `report` did not make, a folder that cannot be written."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="the paper profile end to end on a synthetic data root shaped like the real one (real class "
                           "counts and layouts, results/dry-run/world) with ViT-B/16 random weights, params/paper "
                           "with the caps of params/dry-run (printed first); results in results/dry-run/paper")
-    report = sub.add_parser("report", help="render results/<profile>/report/index.html from what is there")
-    report.add_argument("--profile", choices=PROFILES, default="mini")
+    report = sub.add_parser("report", help="render results/<profile>/report/index.html from what is there",
+                            description=REPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("--profile", choices=PROFILES, default="mini",
+                        help="whose results to render: smoke, mini or paper. Default: mini")
     report.add_argument("--out", metavar="DIR", help="write the report folder here instead, and nothing else "
                         "(self-contained: figures embedded, CSVs and run metadata copied in; publish it as it is). "
                         "A new or empty folder outside results/, or one an earlier report made (replaced whole)")
@@ -92,6 +101,8 @@ def environment_problem() -> str | None:
     if root.exists() and not root.is_dir():
         return (f"VLPT_RESULTS_ROOT={root} is a file: point it at a folder (created if missing), or unset it for "
                 "the repository's results/")
+    from .jobs.launch import recompute_before  # imports torch: only once a command runs
+
     try:
         recompute_before()
     except ValueError as err:
@@ -110,8 +121,19 @@ def os_error_line(err: OSError) -> str:
     return f"{err.strerror or err}{where}" + (f": {fix}" if fix else "")
 
 
+def reproduce(profile: str, **kwargs) -> None:
+    """workbook.runner.reproduce, imported on call (a module-level name so tests can replace it)."""
+    from .workbook.runner import reproduce as run
+
+    run(profile, **kwargs)
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "reproduce":
+        from .utils.lock import Busy
+        from .workbook.params import ParamsError
+        from .workbook.runner import NotebookFailed, status, status_lines
+
         try:
             args.profile = args.profile or ("paper" if args.dry_run else "mini")
             if args.status:
@@ -132,6 +154,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 130
     elif args.command == "report":
+        from .workbook.report import ReportError, render_report
+
         try:
             print(render_report(args.profile, out=args.out))
         except ReportError as err:
@@ -144,7 +168,10 @@ def _bench(argv: list[str]) -> int:
     if not argv or argv[0] not in ("cocoop", "mvp"):
         print("usage: python -m vlpt_lib bench {cocoop,mvp} [options]  (--help after the name for options)")
         return 2
-    bench_main = bench_cocoop.main if argv[0] == "cocoop" else bench_mvp.main
+    if argv[0] == "cocoop":
+        from .bench.cocoop import main as bench_main
+    else:
+        from .bench.mvp import main as bench_main
     return bench_main(argv[1:]) or 0
 
 
