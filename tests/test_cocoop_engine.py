@@ -3,6 +3,7 @@
 Its lr schedule (Dassl's) is pinned in tests/test_training.py, the lrs a run records in test_fidelity_cocoop.py."""
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 
@@ -60,6 +61,9 @@ def test_average_row_is_h_of_averaged_accuracies():
     assert h["Average"] == pytest.approx(C.harmonic_mean(80.0, 70.0))  # not the mean of per-dataset H
     # the paper prints 2 decimals: H of the rounded means is within 0.01 of the printed H
     assert C.harmonic_mean(80.47, 71.69) == pytest.approx(75.83, abs=0.01)
+    # a method not run has no H (shown as a dash), not 0; zero accuracy on both splits is H 0
+    assert math.isnan(C.harmonic_mean(math.nan, math.nan)) and math.isnan(C.harmonic_mean(80.0, math.nan))
+    assert C.harmonic_mean(0.0, 0.0) == 0.0
     avg = [r for r in out if r["dataset"] == "Average" and r["metric"] == "acc"]
     assert {(r["split"], r["value"]) for r in avg} == {("base", 80.0), ("new", 70.0)}
 

@@ -106,6 +106,10 @@ def test_compare_shows_paper_rows_before_any_run(results_root):
     index = report.render_report("mini")
     text = index.read_text()
     assert "MINI profile" in text and "84.40" in text and "Not run yet" in text
+    # Table 1 before any run: H of ours is unmeasured (NaN, drawn as a dash), never 0 with a Δ of -70
+    frame = results.paper_table("cocoop_base2new", "paper").frame
+    h_ours = frame[[c for c in frame.columns if c[-2:] == ("H", "ours")]]
+    assert h_ours.size and h_ours.isna().all().all()
 
 
 def test_results_root_override(results_root):

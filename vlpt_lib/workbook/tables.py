@@ -240,6 +240,9 @@ class PaperTable:
 
 
 def harmonic_mean(base: float, new: float) -> float:
+    """H = 2 base new / (base + new); 0 when both are 0; NaN (shown as a dash) when either was not measured."""
+    if math.isnan(base) or math.isnan(new):
+        return math.nan
     return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
 
