@@ -269,3 +269,31 @@ def test_epoch_bars_close_full_when_training_ends_as_planned(tmp_path, monkeypat
     loop.train(model, data, step_fn, opt, sched, tmp_path, device=torch.device("cpu"), epochs=2, batch_size=2,
                seed=0, max_steps=max_steps)
     assert [b.closed for b in bars] == closed
+
+
+def test_epoch_log_line_is_readable_and_shows_the_lr_magnitude():
+    rec = {"epoch": 2, "step": 6, "loss": 1.934123, "acc": 25.0, "lr": 1e-5, "elapsed_s": 0.61}
+    assert loop.epoch_line("CoOp OxfordPets", 10, rec) == \
+        "CoOp OxfordPets · epoch 2/10 · loss 1.934 · acc 25 · lr 1.0e-05 · 0.6 s"
+
+
+def test_logs_go_to_stdout_in_a_notebook_kernel_and_stderr_elsewhere(monkeypatch, capsys):
+    from vlpt_lib.utils import progress
+    log = progress.get_logger()
+    log.info("in a terminal")
+    assert "in a terminal" in capsys.readouterr().err
+    monkeypatch.setattr(progress, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    log.info("in a kernel")  # Lab draws stderr as a pink block: the run's account goes to stdout there
+    out = capsys.readouterr()
+    assert "in a kernel" in out.out and "in a kernel" not in out.err
+
+
+def test_open_clips_random_init_warning_is_quiet_only_where_random_weights_are_meant(caplog):
+    from vlpt_lib.models.clip import random_init_expected
+    with caplog.at_level(logging.WARNING):
+        with random_init_expected():
+            logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+            logging.warning("another warning")
+        logging.warning("No pretrained weights loaded for model 'y'. Model initialized randomly.")
+    assert [r.getMessage()[:40] for r in caplog.records] == ["another warning",
+                                                             "No pretrained weights loaded for model '"]

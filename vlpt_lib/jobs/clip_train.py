@@ -30,7 +30,7 @@ from torch.utils.data import TensorDataset
 from ..data import DatasetError
 from ..data.coop import ImageListDataset, load_dataset, open_image
 from ..data.world_layout import MINI_DATASETS, MINI_VARIANTS, STAMP
-from ..models import clip as _clip  # noqa: F401  (registers the vlpt-*-clip configs with open_clip)
+from ..models import clip as _clip  # registers the vlpt-*-clip configs with open_clip
 from ..models.zeroshot import ZeroShotHead, zeroshot_classifier
 from ..training import checkpoint, loop, optim
 from ..training.evaluate import evaluate_classifier
@@ -152,7 +152,9 @@ def run(cfg: dict, run_dir) -> dict:
     seed_everything(cfg.seed)
     world_root = Path(cfg.world_root)
 
-    model, _, preprocess_val = open_clip.create_model_and_transforms(cfg.model_name, device=device, output_dict=True)
+    with _clip.random_init_expected():  # trained from random weights here
+        model, _, preprocess_val = open_clip.create_model_and_transforms(cfg.model_name, device=device,
+                                                                         output_dict=True)
     tokenizer = open_clip.get_tokenizer(cfg.model_name)
     image_size = model.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)

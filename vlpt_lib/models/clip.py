@@ -12,6 +12,8 @@ which CLIP a profile uses is the workbook's business (`vlpt_lib.workbook.profile
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +30,25 @@ open_clip.add_model_config(CONFIG_DIR)  # registers vlpt-smoke-clip and vlpt-min
 # (`reproduce --profile paper --dry-run`), where OpenAI's weights are not needed to test every code path.
 RANDOM_WEIGHTS = "random"
 RANDOM_SEED = 0
+
+
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def random_init_expected():
+    """open_clip warns "No pretrained weights loaded ... Model initialized randomly" for every model built without
+    weights; where random weights are the intent (a CLIP about to be trained, the dry run's random CLIP) the
+    warning only alarms."""
+    quiet = _NoRandomInitWarning()
+    root = logging.getLogger()  # open_clip logs through the root logger
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -95,7 +116,7 @@ def load_clip(model_name: str, pretrained: str | None, device: str | torch.devic
         source = str(local)
     extra = {"force_quick_gelu": True} if quick_gelu else {}
     if pretrained == RANDOM_WEIGHTS:
-        with torch.random.fork_rng(devices=[]):  # the same weights in every process and every run
+        with torch.random.fork_rng(devices=[]), random_init_expected():  # the same weights in every process and run
             torch.manual_seed(RANDOM_SEED)
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 model_name, pretrained=None, device="cpu", **extra)

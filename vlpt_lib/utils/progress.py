@@ -40,10 +40,19 @@ def bar(iterable=None, **kw):
     return tqdm(iterable, **kw)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr in a terminal or a log; stdout in a notebook kernel, where stderr is drawn as an alarming pink block
+    and the lines are the run's normal account, not errors."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout if getattr(get_ipython(), "kernel", None) is not None else sys.stderr
+        super().emit(record)
+
+
 def get_logger(name: str = "vlpt") -> logging.Logger:
     logger = logging.getLogger(name)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.propagate = False
