@@ -130,6 +130,7 @@ def test_report_is_self_contained_and_in_the_papers_shape(fabricated, tmp_path):
             assert (out / href).exists(), href
     assert "tables/cocoop_base2new.csv" in page.links and "run_metadata.json" in page.links
     nb_page = (out / "20_cocoop_base2new.html").read_text()
+    assert "MINI profile" in nb_page  # every page opens with the index's profile banner
     nb = _parse(nb_page)
     assert "index.html" in nb.links and nb.imgs and all(s.startswith("data:image/png") for s in nb.imgs)
     assert not (fabricated / "mini" / "run_metadata.json").exists()  # --out writes nothing outside itself
@@ -142,6 +143,19 @@ def test_report_is_self_contained_and_in_the_papers_shape(fabricated, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "## CoCoOp Table 1: base-to-new generalisation" in summary and "| dataset |" in summary
     assert "**holds**" in summary  # CoOp base > CLIP base clearly, see the verdict test below
+
+
+def test_a_report_of_committed_results_links_only_what_exists(fabricated, tmp_path):
+    """A checkout holds tables, figures and run_metadata.json, not the executed notebooks: no link to a notebook
+    page that was not rendered, and the notebooks section and summary.md say how to get them."""
+    import shutil
+    shutil.rmtree(paths.executed_dir("mini"))
+    index = report.render_report("mini", out=tmp_path / "site")
+    text = index.read_text()
+    assert "20_cocoop_base2new.html" not in text and not (tmp_path / "site" / "20_cocoop_base2new.html").exists()
+    assert "no executed notebooks in results/mini/notebooks" in text
+    summary = (tmp_path / "site" / "summary.md").read_text()
+    assert "python -m vlpt_lib report --profile mini" in summary and "`report/index.html`" not in summary
 
 
 def test_out_refuses_results_files_and_foreign_folders(fabricated, tmp_path, capsys):

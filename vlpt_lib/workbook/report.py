@@ -232,7 +232,7 @@ def footer_html(meta: dict | None, index_link: bool = False) -> str:
     caps = f" · caps {html.escape(json.dumps(meta['caps']))}" if meta.get("caps") else ""
     return (f"<footer class='vlpt'>{back}profile <b>{html.escape(str(meta.get('profile')))}</b> · commit "
             f"<code>{html.escape(commit)}</code> · {html.escape(packages)} · device {html.escape(str(device.get('type')))}"
-            f" ({html.escape(str(device.get('name')))}) · notebooks {seconds:.0f} s in all{caps} · "
+            f" ({html.escape(str(device.get('name')))}) · the run's notebooks {seconds:.0f} s (summed){caps} · "
             f"metadata of {html.escape(str(meta.get('written')))}: <a href='run_metadata.json'>run_metadata.json</a>"
             f"</footer>")
 
@@ -293,7 +293,9 @@ def summary_markdown(profile: str, meta: dict | None) -> str:
     lines = [f"# vlpt workbook: results of the `{profile}` profile", "", f"> {profile_note(profile, meta)}", "",
              f"Commit `{(git.get('commit') or 'unknown')[:10]}`{' (with uncommitted changes)' if git.get('dirty') else ''}"
              f", device {((meta or {}).get('device') or {}).get('name', 'unknown')}; all the run's metadata: "
-             "`run_metadata.json`; the HTML report with figures and notebooks: `report/index.html`.", "",
+             f"`run_metadata.json`; figures: `figures/`. Not committed: the HTML report (`python -m vlpt_lib report "
+             f"--profile {profile}` renders it into `report/`) and the executed notebooks (`reproduce` writes them).",
+             "",
              "## The papers' claims on this run", "", claims.RULE, "", verdicts_markdown(all_verdicts(profile))]
     for name, spec in shown_tables(profile):
         pt = paper_table(name, profile)
@@ -330,11 +332,12 @@ class _NoAltTextWarning(logging.Filter):
 NO_ALT_TEXT_WARNING = _NoAltTextWarning()  # one instance: addFilter skips a filter it already holds
 
 
-def _render_notebook(src: Path, dst: Path, footer: str) -> None:
+def _render_notebook(src: Path, dst: Path, footer: str, banner: str) -> None:
     exporter = HTMLExporter(exclude_input=True, exclude_output_prompt=True, embed_images=True)
     exporter.log.addFilter(NO_ALT_TEXT_WARNING)
     body, _ = exporter.from_notebook_node(nbformat.read(src, as_version=4))
-    back = "<p class='vlpt' style='margin:1em 2em'><a href='index.html'>← report index</a></p>"
+    back = (f"<div class='vlpt' style='margin:1em 2em'><style>{STYLE}</style><p><a href='index.html'>← report index"
+            f"</a></p><p class='note'>{html.escape(banner)}</p></div>")  # the index's profile banner on every page
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + back, body, count=1)
     body = body.replace("</body>", f"<div style='margin:1em 2em'><style>{STYLE}</style>{footer}</div></body>", 1)
     atomic_write(dst, body)
@@ -356,18 +359,19 @@ def _table_section(name: str, profile: str, out: Path) -> str:
     status += f"<p class='warn'><b>Warning.</b> {html.escape(note)}</p>" if note else ""
     figs = [figures_dir(profile) / f"{f}.png" for f in spec.figures]
     imgs = "".join(_img(f) for f in figs if f.exists())
-    notebook = f"<a href='{spec.notebook}.html'>notebook {spec.notebook}</a>"
+    page = out / f"{spec.notebook}.html"  # rendered only from an executed notebook: no link to a missing page
+    notebook = [f"<a href='{spec.notebook}.html'>notebook {spec.notebook}</a>"] if page.exists() else []
     return (f"<h2 id='{name}'>{html.escape(spec.title)}</h2>{status}<div class='scroll'>{table_html(pt)}</div>"
-            f"{_notes_html(pt)}<p class='src'>{' · '.join(links + [notebook])}</p>{_context_html(pt)}{imgs}")
+            f"{_notes_html(pt)}<p class='src'>{' · '.join(links + notebook)}</p>{_context_html(pt)}{imgs}")
 
 
-def _notebook_rows(profile: str, out: Path, footer: str) -> str:
+def _notebook_rows(profile: str, out: Path, footer: str, meta: dict | None) -> str:
     rows = []
     for nb in sorted(paths.executed_dir(profile).glob("*.ipynb")):
         record_path = nb.with_suffix(".run.json")
         record = json.loads(record_path.read_text()) if record_path.exists() else {}
         try:
-            _render_notebook(nb, out / f"{nb.stem}.html", footer)
+            _render_notebook(nb, out / f"{nb.stem}.html", footer, profile_note(profile, meta))
             link = f"<a href='{nb.stem}.html'>{html.escape(nb.stem)}</a>"
         except Exception as err:  # a broken notebook must not take the whole report down
             link = f"{html.escape(nb.stem)} (not rendered: {html.escape(str(err))})"
@@ -375,7 +379,11 @@ def _notebook_rows(profile: str, out: Path, footer: str) -> str:
         rows.append(f"<tr><td class='label'>{link}</td><td class='label'>{record.get('status', '?')}</td>"
                     f"<td>{record.get('seconds', '')}</td><td class='label'>{record.get('finished', '')}</td>"
                     f"<td class='text'><details><summary>parameters</summary><code>{params}</code></details></td></tr>")
-    return "".join(rows) or "<tr><td colspan='5'>none executed yet</td></tr>"
+    ran = (meta or {}).get("notebooks") or {}
+    none = (f"no executed notebooks in results/{profile}/notebooks (a checkout holds the results, not the executed "
+            f"copies: `python -m vlpt_lib reproduce --profile {profile}` writes them)"
+            + (f"; the run recorded in run_metadata.json executed {len(ran)}" if ran else ""))
+    return "".join(rows) or f"<tr><td colspan='5'>{html.escape(none)}</td></tr>"
 
 
 MARK = ".vlpt-report"  # written into every report folder: a folder holding it may be replaced by the next report
@@ -430,7 +438,7 @@ def render_report(profile: str, out: str | Path | None = None) -> Path:
         meta = run_metadata(profile)
     atomic_write(out / "run_metadata.json", json.dumps(meta, indent=2, default=str))
     footer = footer_html(meta)
-    notebooks = _notebook_rows(profile, out, footer_html(meta, index_link=True))
+    notebooks = _notebook_rows(profile, out, footer_html(meta, index_link=True), meta)
     sections = "".join(_table_section(name, profile, out) for name, _ in shown_tables(profile))
     toc = " · ".join(f"<a href='#{n}'>{html.escape(s.title)}</a>" for n, s in shown_tables(profile))
     body = f"""<h1>vlpt workbook report: <code>{profile}</code> profile</h1>
