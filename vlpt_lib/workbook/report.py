@@ -382,8 +382,8 @@ def _notebook_rows(profile: str, out: Path, footer: str, meta: dict | None) -> s
     ran = (meta or {}).get("notebooks") or {}
     none = (f"no executed notebooks in results/{profile}/notebooks (a checkout holds the results, not the executed "
             f"copies: `python -m vlpt_lib reproduce --profile {profile}` writes them)"
-            + (f"; the run recorded in run_metadata.json executed {len(ran)}" if ran else ""))
-    return "".join(rows) or f"<tr><td colspan='5'>{html.escape(none)}</td></tr>"
+            + (f"; the run recorded in run_metadata.json executed {len(ran)} of them" if ran else ""))
+    return "".join(rows) or f"<tr><td colspan='5' class='text'>{html.escape(none)}</td></tr>"
 
 
 MARK = ".vlpt-report"  # written into every report folder: a folder holding it may be replaced by the next report
