@@ -277,9 +277,11 @@ def rerun_command(name: str, profile: str) -> str:
 def data_needs(todo: list[str], profile: str, p_dir: Path | None = None, nb_dir: Path | None = None,
                extra: dict[str, dict] | None = None) -> list[str] | None:
     """The datasets the selected notebooks read with the parameters they run with (DATA_NEEDS): 00_setup's
-    `needs`, all that its strict check requires. None: no setup notebook taking `needs` is selected."""
+    `needs`, all that its strict check requires. None: not the paper profile (a generated world holds every
+    dataset; its notebooks run on their own defaults), or no setup notebook taking `needs` is selected."""
     nb_dir = nb_dir or notebooks_dir()
-    if SETUP not in todo or "needs" not in notebook_params.notebook_defaults(nb_dir / f"{SETUP}.ipynb"):
+    if profile != "paper" or SETUP not in todo or \
+            "needs" not in notebook_params.notebook_defaults(nb_dir / f"{SETUP}.ipynb"):
         return None
     needs = set()
     for name in todo:
