@@ -31,10 +31,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, hsv_to_rgb
+from matplotlib.patches import Patch
 from pydantic import BaseModel, ValidationError
 from torchvision.transforms import v2
 
+from ..data import DatasetError
+from ..data.ade20k import ADE20K_CLASSES, IGNORE_INDEX, ade_root, read_object_info
 from ..data.imagefolder import ImageNetFolder
 from ..jobs import finetune, pretrain, segment
 from ..jobs.launch import load_result, resolve_config, run_dir_for, run_jobs
@@ -290,12 +293,15 @@ def figure_teacher_similarity(cfg: Mapping, n: int = 6):
 
 
 def figure_pretrain_loss(runs: Mapping[str, dict]):
-    """Masked-patch loss per epoch, one panel per target."""
+    """Masked-patch loss per epoch, one panel per target, in the colour of the table row that starts from it
+    (`colors()` of its label, as in every other figure)."""
+    label_of = {t: label for label, t in method_targets().items() if t is not None}
     fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
     for ax, (t, r) in zip(axes[0], runs.items()):
         h = pd.DataFrame(r["history"])
-        ax.plot(h["epoch"], h["loss"], marker="o")
-        ax.set_title(f"target {t} ({r['loss_kind']} loss)")
+        ax.plot(h["epoch"], h["loss"], marker="o", color=colors().get(label_of.get(t)))
+        ax.set_title(f"{label_of[t]}: target {t} ({r['loss_kind']} loss)" if t in label_of else
+                     f"target {t} ({r['loss_kind']} loss)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("masked-patch loss")
     fig.tight_layout()
@@ -359,14 +365,20 @@ def runs_of_table(table: str, profile: str) -> dict[tuple[str, int], dict]:
     return runs
 
 
-
 def label_colours(k: int) -> ListedColormap:
-    """k distinct colours for label maps (tab20 then tab20b: 40 before any repeats; mini ADE has 21 classes)."""
-    colours = np.concatenate([plt.get_cmap("tab20").colors, plt.get_cmap("tab20b").colors])
-    return ListedColormap(colours[np.arange(max(k, 2)) % len(colours)])
+    """k distinct colours for label maps: tab20, tab20b, tab20c (60), then golden-angle hues, so that no two of
+    ADE20K's 150 classes share a colour (the examples' legend names one class per colour); mini ADE has 11."""
+    colours = np.concatenate([plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")])
+    extra = np.arange(max(max(k, 2) - len(colours), 0))
+    hsv = np.stack([(extra * 0.6180339887) % 1, 0.95 - 0.3 * (extra % 3) / 2, 0.95 - 0.3 * ((extra // 3) % 2)], 1)
+    return ListedColormap(np.concatenate([colours, hsv_to_rgb(hsv).reshape(-1, 3)])[:max(k, 2)])
 
-def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
-    """Validation images: ground truth and each method's prediction (first seed); None without examples."""
+
+def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict], classnames: Iterable[str] | None = None):
+    """Validation images: ground truth and each method's prediction (first seed), and a legend of the colours of
+    the classes they show; None without examples. `classnames` (index = label after reduce_zero_label): None reads
+    what the ADE20K reader reads for the run's data root (its config.json): objectInfo150.txt, else ADE20K's 150
+    names; a class without a name (synthetic data, a data root no longer there) is "class k"."""
     first_seed = min(s for _, s in runs)
     first = [r for (_, s), r in runs.items() if s == first_seed and r.get("examples")]
     shown = [torch.load(r["examples"], weights_only=False) for r in first]
@@ -374,6 +386,16 @@ def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
         return None
     k = first[0]["num_classes"]
     cmap = label_colours(k)
+    names = list(classnames) if classnames is not None else []
+    if classnames is None:
+        try:
+            data = json.loads((Path(first[0]["examples"]).parent / "config.json").read_text())["cfg"]["data"]
+            base = ade_root(data["root"]) if data.get("kind") == "ade20k" and data.get("root") else None
+            if base is not None and base.is_dir():
+                info = base / "objectInfo150.txt"
+                names = read_object_info(info) if info.is_file() else list(ADE20K_CLASSES)
+        except (OSError, ValueError, KeyError, TypeError, DatasetError):
+            names = []
     mean_t, std_t = torch.tensor(shown[0]["mean"]).view(3, 1, 1), torch.tensor(shown[0]["std"]).view(3, 1, 1)
     n = len(shown[0]["examples"])
     fig, axes = plt.subplots(n, 2 + len(shown), figsize=(2.2 * (2 + len(shown)), 2.2 * n), squeeze=False)
@@ -397,5 +419,17 @@ def figure_segmentation_examples(runs: Mapping[tuple[str, int], dict]):
     axes[0, 1].set_title("ground truth", fontsize=9)
     for a in axes.flat:
         a.axis("off")
-    fig.tight_layout()
+    # the legend: every class in the shown ground truths (IGNORE_INDEX: not drawn) and predictions, in label order
+    maps = [shown[0]["examples"][i]["label"] for i in range(n)] + [s["examples"][i]["pred"] for s in shown
+                                                                     for i in range(n)]
+    present = sorted({int(c) for m in maps for c in np.unique(m.numpy())} - {IGNORE_INDEX})
+    handles = [Patch(facecolor=cmap.colors[c % len(cmap.colors)], edgecolor="0.3", lw=0.5,
+                     label=names[c] if c < len(names) else f"class {c}") for c in present]
+    ncol = max(1, min(len(handles), int(fig.get_figwidth() / 1.5)))
+    legend_h = 0.22 * (1 + -(-len(handles) // ncol)) + 0.1  # inches: the title, a row per ncol classes, a margin
+    grid_h = fig.get_figheight()
+    fig.set_figheight(grid_h + legend_h)
+    fig.tight_layout(rect=(0, legend_h / (grid_h + legend_h), 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False, handlelength=1.2,
+               columnspacing=1.2, title="class colours (overlay at 60 % opacity)", title_fontsize=8)
     return fig

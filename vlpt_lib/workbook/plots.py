@@ -12,6 +12,7 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from . import mvp
 from .tables import TABLES, PaperTable, colors, paper_table
@@ -24,20 +25,26 @@ def _methods(pt: PaperTable) -> list[str]:
 
 
 def _bars(ax, pt: PaperTable, methods: list[str], group: tuple = ()) -> None:
-    """Grouped bars per row (dataset): ours with ± std over seeds, the paper's value as a black line on each bar."""
+    """Grouped bars per row (dataset): ours with ± std over seeds in the left half of each bar, the paper's value
+    as a white diamond in its right half, so that the paper's mark never lies on an error bar's cap (both are
+    sized from the bar's width in points: cap half-length + diamond radius < half a bar)."""
     frame = pt.frame
     x = np.arange(len(frame))
     width = 0.8 / len(methods)
+    # the bar's width in points before tight_layout (which only widens the axes) over the autoscaled x range
+    bar_pt = width * ax.get_position().width * ax.figure.get_figwidth() * 72 / (len(frame) + 0.5)
+    capsize, marker_size = min(2.0, 0.2 * bar_pt), min(6.0, 0.5 * bar_pt)  # cap: half-length; marker: diameter
     for i, m in enumerate(methods):
         col = (m, *group)
         ours, std, paper = (frame[(*col, f)].to_numpy(dtype=float) for f in ("ours", "std", "paper"))
         off = (i - (len(methods) - 1) / 2) * width
         ax.bar(x + off, ours, width, color=colors().get(m), label=m)
         spread = ~np.isnan(std)  # one seed, zero-shot CLIP and H have no spread: no error bar
-        ax.errorbar((x + off)[spread], ours[spread], std[spread], fmt="none", ecolor="k", elinewidth=0.8, capsize=2)
+        ax.errorbar((x + off - width / 4)[spread], ours[spread], std[spread], fmt="none", ecolor="k", elinewidth=0.8,
+                    capsize=capsize)
         has = ~np.isnan(paper)
-        ax.hlines(paper[has], (x + off - width / 2)[has], (x + off + width / 2)[has], colors="k", lw=2.2,
-                  label=PAPER_LABEL if i == 0 else None, zorder=3)
+        ax.plot((x + off + width / 4)[has], paper[has], ls="none", marker="D", ms=marker_size, mfc="white", mec="k",
+                mew=0.9, label=PAPER_LABEL if i == 0 else None, zorder=4)
     average = [j for j, label in enumerate(frame.index) if str(label).startswith("Average")]
     if average:  # the Average row is not a dataset: set it apart
         ax.axvline(average[0] - 0.5, color="0.6", ls=":", lw=1)
@@ -156,12 +163,14 @@ def ade20k_segmentation(profile: str):
                         error_kw={"capsize": 3})
             axes[1].scatter([j] * len(final), final, color="k", s=12, zorder=3)
     axes[0].set(xlabel="iteration", ylabel="train loss (main + 0.4 aux)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # whole iterations: no tick at 2.5
     if evaluations <= 1:
         axes[1].set_xticks(range(len(per_method)), list(per_method))
         axes[1].set(ylabel="val mIoU (%) of the final model")
         axes[1].set_title("bar: mean over seeds, dots: seeds", fontsize=9)
     else:
         axes[1].set(xlabel="iteration", ylabel="val mIoU (%)")
+        axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(f"MVP: ADE20K segmentation, profile {profile} ({_seeds_label(runs)})", y=0.99)
