@@ -135,32 +135,101 @@ def test_an_image_rewritten_in_place_recomputes_the_run(smoke_env, tmp_path):
     assert launch.stale_reason(run_dir) is None
 
 
-def test_code_hash_covers_the_library_not_the_workbook(tmp_path):
-    pkg = tmp_path / "pkg"
-    for rel, text in {"jobs/job.py": "a = 1", "models/configs/m.json": '{"width": 1}',
-                      "workbook/glue.py": "b = 1", "bench/b.py": "c = 1"}.items():
+def _package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "vlpt_lib"
+    for rel, text in files.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
         (pkg / rel).write_text(text)
-    code_hash = fp.code_hash.__wrapped__  # uncached: the files change under it here
-    job, notebook = code_hash(fp.JOB_CODE_EXCLUDE, pkg), code_hash(runner.NOTEBOOK_CODE_EXCLUDE, pkg)
-    (pkg / "workbook" / "glue.py").write_text("b = 2")
-    (pkg / "bench" / "b.py").write_text("c = 2")
-    assert code_hash(fp.JOB_CODE_EXCLUDE, pkg) == job  # a job's result does not depend on the workbook
-    assert code_hash(runner.NOTEBOOK_CODE_EXCLUDE, pkg) != notebook  # a notebook's tables do
-    (pkg / "models" / "configs" / "m.json").write_text('{"width": 2}')
-    changed = code_hash(fp.JOB_CODE_EXCLUDE, pkg)
-    assert changed != job
-    (pkg / "jobs" / "job.py").write_text("a = 2")
-    assert code_hash(fp.JOB_CODE_EXCLUDE, pkg) != changed
+    return pkg
 
 
-def test_code_change_gives_a_job_a_new_run(tmp_path, monkeypatch):
+def test_a_jobs_code_is_its_import_closure_hashed_on_meaning(tmp_path):
+    """A job's code: the modules it imports, through each other (a lazy import, a registry's folder listing, a
+    package's model configs), each hashed on its AST without docstrings; a generator it never imports is not
+    part of it."""
+    pkg = _package(tmp_path, {
+        "__init__.py": "", "jobs/__init__.py": "", "models/__init__.py": "", "worlds/__init__.py": "",
+        "jobs/job.py": "from ..models import loss\ndef run():\n    from ..methods import reg\n    return loss.f()",
+        "models/loss.py": '"""The loss."""\ndef f():\n    return 1  # one\n',
+        "models/configs/m.json": '{"width": 1}',
+        "methods/__init__.py": "", "methods/reg/__init__.py": "import pkgutil\nlist(pkgutil.iter_modules(__path__))",
+        "methods/reg/a.py": "A = 1", "worlds/gen.py": "G = 1"})
+    closure = fp.code_closure.__wrapped__  # uncached: the files change under it here
+    before = closure(("vlpt_lib.jobs.job",), pkg)
+    assert set(before) == {"vlpt_lib", "vlpt_lib.jobs", "vlpt_lib.jobs.job", "vlpt_lib.models", "vlpt_lib.models.loss",
+                           "vlpt_lib/models/configs/m.json", "vlpt_lib.methods", "vlpt_lib.methods.reg",
+                           "vlpt_lib.methods.reg.a"}
+    (pkg / "models" / "loss.py").write_text('"""The loss, documented."""\n\n\ndef f():\n    # why one\n    return (1)\n')
+    (pkg / "worlds" / "gen.py").write_text("G = 2")
+    (pkg / "models" / "configs" / "m.json").write_text('{\n  "width": 1\n}')
+    assert closure(("vlpt_lib.jobs.job",), pkg) == before
+    (pkg / "models" / "loss.py").write_text("def f():\n    return 2\n")
+    (pkg / "methods" / "reg" / "a.py").write_text("A = 2")
+    assert fp.changed_modules(before, closure(("vlpt_lib.jobs.job",), pkg)) == [
+        "vlpt_lib.methods.reg.a", "vlpt_lib.models.loss"]
+
+
+def _other_code(monkeypatch, module="vlpt_lib.jobs.example"):
+    """Make the example job's code differ from what its runs recorded (as a real edit of `module` would)."""
+    code = dict(launch.job_code("example"))
+    monkeypatch.setattr(launch, "job_code", lambda job: {**code, module: "edited"})
+
+
+def test_changed_code_recomputes_a_finished_run_in_its_folder(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    old = launch.run_job("example", CFG, runs)
-    monkeypatch.setattr(launch, "code_hash", lambda: "a-fixed-bug")
-    new_dir = launch.run_dir_for("example", CFG, runs)
-    assert new_dir.name != old["run_id"]
-    assert launch.run_job("example", CFG, runs)["run_id"] == new_dir.name
+    launch.run_job("example", CFG, runs)
+    run_dir = launch.run_dir_for("example", CFG, runs)
+    _mark(run_dir)
+    _other_code(monkeypatch)
+    assert launch.run_dir_for("example", CFG, runs) == run_dir  # the run keeps its folder
+    assert launch.stale_reason(run_dir) == "code changed: vlpt_lib.jobs.example"
+    assert "marker" not in launch.run_job("example", CFG, runs)
+    assert launch.stale_reason(run_dir) is None
+
+
+def test_changed_code_stops_when_asked_and_names_the_run_and_module(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    launch.run_job("example", CFG, runs)
+    run_dir = launch.run_dir_for("example", CFG, runs)
+    _mark(run_dir)
+    _other_code(monkeypatch)
+    monkeypatch.setenv(launch.CODE_CHANGE_ENV, "stop")
+    with pytest.raises(launch.CodeChanged, match=f"{run_dir}.*vlpt_lib.jobs.example"):
+        launch.run_job("example", CFG, runs)
+    assert json.loads((run_dir / "result.json").read_text())["marker"] == 1  # nothing discarded
+
+
+def test_kept_run_resumes_under_changed_code_and_records_both_versions(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    cfg = {**CFG, "epochs": 2}
+    launch.run_job("example", cfg, runs)
+    run_dir = launch.run_dir_for("example", cfg, runs)
+    (run_dir / "result.json").unlink()  # as if stopped after its last checkpoint, before the result
+    _other_code(monkeypatch)
+    monkeypatch.setenv(launch.CODE_CHANGE_ENV, "keep")
+    assert launch.run_job("example", cfg, runs)["resumed_from_epoch"] == 2
+    recorded = json.loads((run_dir / "config.json").read_text())
+    versions = recorded["code_versions"]
+    assert [v["how"] for v in versions] == ["started", "kept under changed code"]
+    assert versions[0]["code"] != versions[1]["code"] and {"commit", "dirty"} <= set(versions[1])
+    assert recorded["modules"]["vlpt_lib.jobs.example"] == "edited"  # the next check compares with this version
+    monkeypatch.delenv(launch.CODE_CHANGE_ENV)
+    assert launch.stale_reason(run_dir) is None
+
+
+def test_a_run_reading_an_upstream_run_that_would_be_recomputed_is_stale(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    up_cfg, down_cfg = CFG, {**CFG, "tag": "reads up"}
+    launch.run_job("example", up_cfg, runs)
+    up = launch.run_dir_for("example", up_cfg, runs)
+    monkeypatch.setattr(example, "data_paths",
+                        lambda cfg: [str(up / "result.json")] if cfg["tag"] else [], raising=False)
+    launch.run_job("example", down_cfg, runs)
+    down = launch.run_dir_for("example", down_cfg, runs)
+    assert launch.stale_reason(down) is None
+    real = launch.code_change
+    monkeypatch.setattr(launch, "code_change", lambda d: ["vlpt_lib.models.mvp"] if Path(d) == up else real(d))
+    assert launch.stale_reason(down) == f"upstream {up.name}: code changed: vlpt_lib.models.mvp"
 
 
 def test_finetune_key_follows_its_pretraining_run(tmp_path, results_root):
@@ -293,8 +362,10 @@ def test_code_change_and_changed_job_data_rerun_notebooks(toy, in_process, resul
     data.write_text("22")  # the job's data fixed in place: its run, hence t1_up's table, is stale
     assert _reasons(toy)["t1_up"].endswith(f"input changed: {data}")
     _run(toy)
-    monkeypatch.setattr(runner, "code_hash", lambda exclude: "a-fixed-bug")
-    assert _reasons(toy) == {"t1_up": "code changed", "t2_down": "code changed"}
+    real = runner.notebook_code
+    monkeypatch.setattr(runner, "notebook_code", lambda sources: {**real(sources), "vlpt_lib.workbook.tables": "edited"})
+    assert _reasons(toy) == {"t1_up": "code changed: vlpt_lib.workbook.tables",
+                             "t2_down": "code changed: vlpt_lib.workbook.tables"}
 
 
 def test_force_recomputes_jobs_too(toy, in_process, results_root):

@@ -67,7 +67,8 @@ def test_killed_run_resumes_from_its_checkpoint(runs):
     cfg = {**CFG, "epochs": 4}
     run_dir = launch.run_dir_for("example", cfg, runs)
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"job": "example", "cfg": launch.resolve_config("example", cfg)}))
+    (run_dir / "config.json").write_text(json.dumps({"job": "example", "cfg": launch.resolve_config("example", cfg),
+                                                     "modules": launch.job_code("example")}))
     proc = subprocess.run([sys.executable, "-m", "vlpt_lib.jobs.example", "--run-dir", str(run_dir)],
                           cwd=REPO_ROOT, env={**os.environ, FAULT_ENV: "checkpoint@2:SIGKILL"}, timeout=120)
     assert proc.returncode == -9, "the job did not stop at its fault point"

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                           "checkpoints discarded; a run shared by two notebooks is recomputed once. The generated "
                           "world is kept (delete results/<profile>/world to regenerate it). Interrupted, the next "
                           "run without --force resumes: what was recomputed stays, the rest is served from cache")
+    rep.add_argument("--keep-runs", action="store_true",
+                     help="keep job runs made by other code (the paper profile stops and lists them otherwise): "
+                          "interrupted ones resume from their checkpoints, finished ones are served, and each run "
+                          "records the code versions it ran under")
     rep.add_argument("--notebooks", type=int, default=None, metavar="N",
                      help="notebooks run side by side, each once its upstream has run (default: the profile's; "
                           "mini 2, smoke and paper 1)")
@@ -132,19 +136,30 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "reproduce":
         from .utils.lock import Busy
         from .workbook.params import ParamsError
-        from .workbook.runner import NotebookFailed, status, status_lines
+        from .workbook.runner import (DataNotReady, NotebookFailed, RunsMadeByOtherCode, status, status_header,
+                                      status_lines)
 
         try:
             args.profile = args.profile or ("paper" if args.dry_run else "mini")
             if args.status:
                 if args.dry_run:
                     parser.error("--status does not combine with --dry-run (see results/dry-run/paper/notebooks)")
-                print(f"results/{args.profile}: what `reproduce` would do")
-                print("\n".join(status_lines(status(args.profile, only=args.only, force=args.force))))
+                states = status(args.profile, only=args.only, force=args.force)
+                from .workbook.profiles import notebooks_at_once
+
+                at_once = args.notebooks or notebooks_at_once(args.profile)
+                print("\n".join(status_header(args.profile) + status_lines(states, at_once)))
                 return 0
             if args.notebooks is not None and args.notebooks < 1:
                 parser.error(f"--notebooks must be 1 or more, got {args.notebooks}")
-            reproduce(args.profile, only=args.only, force=args.force, dry_run=args.dry_run, notebooks=args.notebooks)
+            reproduce(args.profile, only=args.only, force=args.force, dry_run=args.dry_run, notebooks=args.notebooks,
+                      keep_runs=args.keep_runs)
+        except DataNotReady as err:  # 00_setup's data check: its message says what to do, nothing to add
+            print(f"\n{err}", file=sys.stderr)
+            return 1
+        except RunsMadeByOtherCode as err:
+            print(f"\nSTOPPED: {err}", file=sys.stderr)
+            return 2
         except (NotebookFailed, ParamsError, Busy) as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             return 1

@@ -5,20 +5,25 @@ A job is a module `vlpt_lib.jobs.<job>` with a pydantic `Config` (every default 
 split files and upstream checkpoints it reads; plain path arithmetic, no file access).
 
 Its run folder is <runs_dir>/<job>-<key>/ (config.json, checkpoints, metrics.jsonl, result.json), where the
-key hashes everything the result depends on that is known before the run: the resolved config, the
-absolute paths of what it reads (a relative or $VLPT_DATA_ROOT data root is resolved by then), and the
-code (utils.fingerprint.code_hash: the package without workbook/, bench/ and __main__.py). An upstream
-result is part of it by name: a fine-tuning cfg names the pre-training export inside the pre-training run's
-folder, so another pre-training key is another fine-tuning key. `run_dir_for` predicts the folder before
-anything exists.
+key hashes what the run is: the resolved config and the absolute paths of what it reads (a relative or
+$VLPT_DATA_ROOT data root is resolved by then). An upstream result is part of it by name: a fine-tuning cfg
+names the pre-training export inside the pre-training run's folder. `run_dir_for` predicts the folder before
+anything exists, and the same run keeps its folder across code versions (its checkpoints stay findable).
 
-What is known only by looking at the files is checked when a cached result is about to be served: the
-fingerprint of what the job reads (utils.fingerprint: sizes and mtimes, folder listings; the upstream
-checkpoint's too), recorded in config.json when the run starts. A result is recomputed from scratch
-(checkpoints discarded) when that fingerprint changed, when `force`, or when its run started before
-$VLPT_RECOMPUTE_BEFORE (epoch seconds; `reproduce --force` sets it for the notebooks' kernels, so a run
-shared by two notebooks is recomputed once). Otherwise a finished run is served from result.json and an
-interrupted one resumes from the checkpoint it left.
+What is known only by looking at the files or the code is checked when a cached result is about to be served
+or an interrupted run resumed, against what config.json recorded:
+- the fingerprint of what the job reads (utils.fingerprint: sizes and mtimes, folder listings; the upstream
+  checkpoint's too): changed -> recomputed from scratch (checkpoints discarded);
+- the code the job runs: its module's import closure inside the package, each module hashed on its meaning
+  (utils.fingerprint.code_closure: a comment, docstring or layout edit changes nothing). Changed -> what
+  $VLPT_CODE_CHANGE says: "recompute" (the default; smoke/mini), "stop" (raise CodeChanged naming the run and
+  the modules: the paper profile never discards a GPU-day silently) or "keep" (`reproduce --keep-runs`:
+  resume, or serve, under the new code and record it in the run's `code_versions`);
+- `force`, or a run started before $VLPT_RECOMPUTE_BEFORE (epoch seconds; `reproduce --force` sets it for
+  the notebooks' kernels, so a run shared by two notebooks is recomputed once): recomputed.
+Otherwise a finished run is served from result.json and an interrupted one resumes from its checkpoint.
+config.json's `code_versions` lists each start and resume: the closure's hash, the git commit, whether the
+checkout had uncommitted changes.
 
 $VLPT_RUN_LOG (set by the runner for each notebook): every run_job appends the run folder and a digest of
 its result there, so a notebook's record knows which job results its tables were built from.
@@ -26,6 +31,7 @@ its result there, so a notebook's record knows which job results its tables were
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import json
@@ -42,7 +48,7 @@ from typing import Sequence
 import torch
 
 from ..utils.faults import RUNNER_PID_ENV
-from ..utils.fingerprint import changed_paths, code_hash, fingerprint
+from ..utils.fingerprint import changed_modules, changed_paths, closure_hash, code_closure, fingerprint
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
 from ..utils import distributed
@@ -51,6 +57,12 @@ from ..utils.progress import bar, get_logger
 LAUNCHERS = ("inline", "torchrun", "slurm")
 RECOMPUTE_BEFORE_ENV = "VLPT_RECOMPUTE_BEFORE"
 RUN_LOG_ENV = "VLPT_RUN_LOG"
+CODE_CHANGE_ENV = "VLPT_CODE_CHANGE"
+CODE_CHANGE_POLICIES = ("recompute", "stop", "keep")
+
+
+class CodeChanged(RuntimeError):
+    """A run was started by other code and $VLPT_CODE_CHANGE is "stop"."""
 
 
 def config_hash(cfg: dict) -> str:
@@ -70,8 +82,59 @@ def data_paths(job: str, cfg: dict) -> list[str]:
 
 
 def run_key(job: str, cfg: dict) -> str:
-    """The key of a resolved cfg: config + absolute paths it reads + code (see the module docstring)."""
-    return config_hash({"cfg": cfg, "reads": data_paths(job, cfg), "code": code_hash()})
+    """The key of a resolved cfg: config + absolute paths it reads (see the module docstring)."""
+    return config_hash({"cfg": cfg, "reads": data_paths(job, cfg)})
+
+
+def job_code(job: str) -> dict[str, str]:
+    """{module: meaning hash} of the code `vlpt_lib.jobs.<job>` runs (its import closure in the package)."""
+    return code_closure((f"vlpt_lib.jobs.{job}",))
+
+
+def code_change_policy() -> str:
+    """$VLPT_CODE_CHANGE: what a run started by other code gets (see the module docstring)."""
+    policy = os.environ.get(CODE_CHANGE_ENV) or "recompute"
+    if policy not in CODE_CHANGE_POLICIES:
+        raise ValueError(f"${CODE_CHANGE_ENV}={policy!r}: expected one of {', '.join(CODE_CHANGE_POLICIES)}")
+    return policy
+
+
+@functools.lru_cache(maxsize=1)
+def _checkout() -> dict:
+    """The git commit of the package's checkout and whether it has uncommitted changes (None outside git)."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def _code_version(job: str, how: str) -> dict:
+    return {"how": how, "code": closure_hash(job_code(job)), **_checkout(), "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def code_change(run_dir: str | os.PathLike) -> list[str]:
+    """The modules whose meaning changed since the run's last recorded code version ([]: none)."""
+    try:
+        recorded = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if "modules" not in recorded:
+        return ["(no code recorded: run made before code versions were recorded)"]
+    return changed_modules(recorded["modules"], job_code(recorded["job"]))
+
+
+def code_change_message(changes: dict[str, list[str]]) -> str:
+    """The runs made by other code, each with its changed modules (what a stop says)."""
+    lines = []
+    for run_dir, modules in changes.items():
+        shown = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+        lines.append(f"  {run_dir}: {shown}")
+    return "\n".join(lines)
 
 
 def run_dir_for(job: str, cfg: dict, runs_dir: str | os.PathLike) -> Path:
@@ -95,14 +158,14 @@ def recompute_before() -> float | None:
 
 
 def _restart_reason(run_dir: Path, inputs: dict) -> str | None:
-    """Why what run_dir holds (a result or a checkpoint) must not be used (None: it may)."""
+    """Why what run_dir holds (a result or a checkpoint) must not be used, the code aside (None: it may)."""
     config = run_dir / "config.json"
     try:
         recorded = json.loads(config.read_text())
     except (OSError, ValueError):
         return "no readable config.json"
     before = recompute_before()
-    if before is not None and config.stat().st_mtime < before:
+    if before is not None and recorded.get("started_at", config.stat().st_mtime) < before:
         return f"started before ${RECOMPUTE_BEFORE_ENV} (--force)"
     changed = changed_paths(recorded.get("inputs", {}), inputs)
     if changed:
@@ -111,8 +174,14 @@ def _restart_reason(run_dir: Path, inputs: dict) -> str | None:
     return None
 
 
+def _code_reason(modules: list[str]) -> str:
+    return "code changed: " + ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3 else "")
+
+
 def stale_reason(run_dir: str | os.PathLike) -> str | None:
-    """Why the cached result in run_dir would be recomputed by run_job (None: it would be served)."""
+    """Why run_job would not serve the cached result in run_dir as it is (None: it would): not finished, its
+    inputs or code changed (whatever $VLPT_CODE_CHANGE then does), or an upstream run it reads would be
+    recomputed (a pre-training run whose code changed: its fine-tuning runs read its export)."""
     run_dir = Path(run_dir)
     if not (run_dir / "result.json").exists():
         return "not finished"
@@ -120,7 +189,15 @@ def stale_reason(run_dir: str | os.PathLike) -> str | None:
         reads = json.loads((run_dir / "config.json").read_text()).get("reads", [])
     except (OSError, ValueError):
         return "no readable config.json"
-    return _restart_reason(run_dir, fingerprint(reads))
+    why = _restart_reason(run_dir, fingerprint(reads))
+    modules = code_change(run_dir) if why is None and code_change_policy() != "keep" else []
+    if modules:
+        why = _code_reason(modules)
+    for upstream in {Path(p).parent for p in reads if (Path(p).parent / "config.json").exists()}:
+        if why is None and upstream.parent == run_dir.parent:
+            inner = stale_reason(upstream)
+            why = f"upstream {upstream.name}: {inner}" if inner else None
+    return why
 
 
 def result_digest(run_dir: str | os.PathLike) -> str | None:
@@ -150,8 +227,8 @@ def cached_result(job: str, cfg: dict, runs_dir: str | os.PathLike) -> dict | No
     if not (run_dir / "result.json").exists():
         return None
     with _one_writer(run_dir):
-        if _restart_reason(run_dir, fingerprint(data_paths(job, cfg))) is not None:
-            return None
+        if _restart_reason(run_dir, fingerprint(data_paths(job, cfg))) is not None or code_change(run_dir):
+            return None  # run_job decides (the code change policy)
         get_logger().info("%s: cached result in %s", job, run_dir)
         result = load_result(run_dir)
     _log_use(run_dir)
@@ -222,17 +299,35 @@ def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, s
     log = get_logger()
     reads = data_paths(job, cfg)
     inputs = fingerprint(reads)
+    code = job_code(job)
     if run_dir.exists():
         why = "force=True" if force else _restart_reason(run_dir, inputs)
-        if why is None and (run_dir / "result.json").exists():
-            log.info("%s: cached result in %s", job, run_dir)
-            return load_result(run_dir)
-        if why is not None:  # start over: a checkpoint of other inputs (or before --force) is not this run's
+        modules = code_change(run_dir) if why is None else []
+        how = "resumed"
+        if modules:
+            policy = code_change_policy()
+            if policy == "stop":
+                raise CodeChanged(f"{run_dir} was made by other code ({', '.join(modules)}); recompute it "
+                                  f"(reproduce --force) or keep it under this code (reproduce --keep-runs, "
+                                  f"or ${CODE_CHANGE_ENV}=keep)")
+            if policy == "recompute":
+                why = _code_reason(modules)
+            else:
+                how = "kept under changed code"
+                log.warning("%s: keeping %s under changed code (%s)", job, run_dir, ", ".join(modules))
+        if why is not None:  # start over: a checkpoint of other inputs/code (or before --force) is not this run's
             log.info("%s: recomputing %s (%s)", job, run_dir, why)
             shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json", json.dumps({"job": job, "cfg": cfg, "reads": reads, "inputs": inputs},
-                                                     indent=2, default=str))
+        else:
+            _record_version(run_dir, job, code, how)
+            if (run_dir / "result.json").exists():
+                log.info("%s: cached result in %s", job, run_dir)
+                return load_result(run_dir)
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.json", json.dumps(
+            {"job": job, "cfg": cfg, "reads": reads, "inputs": inputs, "started_at": time.time(), "modules": code,
+             "code_versions": [_code_version(job, "started")]}, indent=2, default=str))
     start = time.time()
     _reset_peak_memory()
     if launcher == "inline":
@@ -246,6 +341,18 @@ def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, s
     if result is None:
         raise RuntimeError(f"job {job} finished without writing {run_dir / 'result.json'}")
     return result
+
+
+def _record_version(run_dir: Path, job: str, code: dict, how: str) -> None:
+    """Add this process's code version to the run's config.json (a resume; a result served as it is adds one
+    only when kept under changed code), and make it the version the next check compares with."""
+    config = run_dir / "config.json"
+    recorded = json.loads(config.read_text())
+    if how == "resumed" and (run_dir / "result.json").exists():
+        return  # a finished result served: nothing ran
+    recorded["code_versions"] = recorded.get("code_versions", []) + [_code_version(job, how)]
+    recorded["modules"] = code
+    atomic_write(config, json.dumps(recorded, indent=2, default=str))
 
 
 def _job_module(job: str):

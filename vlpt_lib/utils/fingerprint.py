@@ -2,7 +2,7 @@
 
     fingerprint(["/data/imagenet/classnames.txt", "/data/imagenet/images/train"])
         -> {path: "file <size> <mtime_ns>" | {entry: signature, ...} | "missing"}
-    code_hash(JOB_CODE_EXCLUDE)   # the library's source that a job's result depends on
+    code_closure(("vlpt_lib.jobs.pretrain",))   # {module: hash of its meaning} of the code a job runs
 
 A file is read as its size and modification time (a stat, never its bytes). A folder is read two levels
 deep: each entry's name, each file's size and mtime, and for each subfolder (a class folder) the digest of
@@ -21,16 +21,15 @@ and hidden files are left out.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# What a job's result does not depend on: the workbook glue, the benchmarks and the command line.
-JOB_CODE_EXCLUDE = ("workbook", "bench", "__main__.py")
-CODE_SUFFIXES = (".py", ".json")  # the source and the model config files (models/configs/*.json)
 _DERIVED = re.compile(r"^(split_fewshot|scan(_\w+)?\.json)$")
 
 
@@ -73,14 +72,110 @@ def changed_paths(old: dict, new: dict) -> list[str]:
     return [p for p in sorted(set(old) | set(new)) if old.get(p) != new.get(p)]
 
 
+PACKAGE = PACKAGE_ROOT.name
+
+
+def module_file(module: str, root: Path = PACKAGE_ROOT) -> Path | None:
+    """The source file of a module of the package (`vlpt_lib.a.b` -> a/b.py or a/b/__init__.py); None: not one."""
+    parts = module.split(".")
+    if parts[0] != root.name:
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool, root: Path) -> set[str]:
+    """The package's modules an AST imports, anywhere in it (a function's lazy import too), with their parent
+    packages (importing a.b.c runs a/__init__ and a/b/__init__); a package that imports its own modules by
+    listing its folder (a registry: pkgutil.iter_modules) imports all of them."""
+    here = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Attribute) and node.attr == "iter_modules" and is_package:
+            found.update(f"{module}.{p.stem}" for p in module_file(module, root).parent.glob("*.py")
+                         if p.stem != "__init__")
+    closure = set()
+    for name in found:
+        parts = name.split(".")
+        closure.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {name for name in closure if module_file(name, root) is not None}
+
+
+def module_meaning(path: Path) -> str:
+    """sha1 of what the code means: its AST without docstrings, comments or layout (a docstring, comment,
+    blank-line or formatting edit leaves it as it was; any statement, name or value changed changes it)."""
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()[:12]
+
+
+def _data_files(package_dir: Path) -> list[Path]:
+    """A package's model configs: *.json in its folders that are not packages themselves (models/configs/)."""
+    return sorted(p for p in package_dir.rglob("*.json")
+                  if not any((d / "__init__.py").exists() for d in p.parents if d != package_dir
+                             and d.is_relative_to(package_dir)))
+
+
 @functools.lru_cache(maxsize=None)
-def code_hash(exclude: tuple[str, ...] = JOB_CODE_EXCLUDE, root: Path = PACKAGE_ROOT) -> str:
-    """sha1 of the package's *.py and *.json files (relative path + bytes), leaving out the top-level names in
-    `exclude`. Computed once per process: the code a process runs is the code it imported when it started."""
-    digest = hashlib.sha1()
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.suffix not in CODE_SUFFIXES or rel.parts[0] in exclude or "__pycache__" in rel.parts:
+def code_closure(modules: tuple[str, ...], root: Path = PACKAGE_ROOT) -> dict[str, str]:
+    """{module (or config file): meaning hash} of every module of the package that `modules` import, directly
+    or through each other: the code a job (or notebook) actually runs. A mini-world generator is not in a paper
+    job's closure, so editing it re-keys nothing there. Computed once per process, like the code it imported."""
+    out: dict[str, str] = {}
+    todo = [".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 2)]  # with its packages
+    todo = [m for m in todo if module_file(m, root) is not None]
+    while todo:
+        module = todo.pop()
+        if module in out:
             continue
-        digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
+        path = module_file(module, root)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        out[module] = module_meaning(path)
+        is_package = path.name == "__init__.py"
+        if is_package:
+            for data in _data_files(path.parent):
+                rel = data.relative_to(root).as_posix()
+                out[f"{root.name}/{rel}"] = hashlib.sha1(
+                    json.dumps(json.loads(data.read_text()), sort_keys=True).encode()).hexdigest()[:12]
+        todo += sorted(_imports(tree, module, is_package, root) - set(out))
+    return dict(sorted(out.items()))
+
+
+def source_closure(sources: list[str]) -> dict[str, str]:
+    """code_closure of what some top-level code imports (a notebook's cells; IPython's %magic and !shell
+    lines left out)."""
+    found: set[str] = set()
+    for source in sources:
+        text = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+        found |= _imports(ast.parse(text), "", False, PACKAGE_ROOT)
+    return code_closure(tuple(sorted(found)))
+
+
+def closure_hash(closure: dict[str, str]) -> str:
+    return hashlib.sha1(json.dumps(closure, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def changed_modules(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The modules (and config files) added, removed or changed in meaning between two closures."""
+    return [m for m in sorted(set(old) | set(new)) if old.get(m) != new.get(m)]

@@ -48,6 +48,20 @@ def notebooks_at_once(profile: str) -> int:
     return NOTEBOOKS_AT_ONCE.get(profile, 1)
 
 
+# Notebooks a profile does not run: the paper profile has no generated world (its data are the user's).
+NOTEBOOKS_SKIPPED = {"paper": ("01_mini_world",)}
+
+
+def notebooks_skipped(profile: str | None) -> tuple[str, ...]:
+    return NOTEBOOKS_SKIPPED.get(profile, ())
+
+
+def code_change_policy(profile: str) -> str:
+    """What a job run made by other code gets (jobs.launch, $VLPT_CODE_CHANGE): recomputed on the generated
+    worlds (minutes); on the paper profile never discarded unasked (a GPU-day): the run stops and says so."""
+    return "stop" if profile == "paper" else "recompute"
+
+
 @dataclass
 class Resolved:
     profile: str

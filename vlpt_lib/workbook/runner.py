@@ -5,8 +5,8 @@ results/<profile>/notebooks/ with a record beside it (<name>.run.json). The repo
 also after a failure.
 
 The notebook cache: a notebook whose record says "ok" is skipped (`cache_parts`, `stale_reason`) unless
-its parameters, its cells' source, the code (utils.fingerprint.code_hash of the package without bench/ and
-__main__.py: the workbook builds the tables), its data root (the data_root parameter, else $VLPT_DATA_ROOT
+its parameters, its cells' source, the code it runs (`notebook_code`: what its cells import, hashed on meaning
+as a job's code is, jobs.launch), its data root (the data_root parameter, else $VLPT_DATA_ROOT
 on the paper profile or the generated world) or an upstream notebook's run (PIPELINE: a new run of
 10_mvp_pretrain re-runs 11 and 12) changed, a table it wrote (tables.TABLES) is missing, or a job run it
 used was recomputed or would be (its inputs changed: jobs.launch). `status()` says which and why, running
@@ -43,10 +43,12 @@ import papermill as pm
 from jupyter_client.manager import AsyncKernelManager
 from tqdm.auto import tqdm
 
-from ..jobs.launch import RECOMPUTE_BEFORE_ENV, RUN_LOG_ENV, result_digest
+from ..jobs.launch import CODE_CHANGE_ENV, RECOMPUTE_BEFORE_ENV, RUN_LOG_ENV, code_change, code_change_message
+from ..jobs.launch import result_digest
+from ..data.check import DataMissing
 from ..jobs.launch import stale_reason as job_stale_reason
 from ..utils.faults import RUNNER_PID_ENV, fault_point
-from ..utils.fingerprint import code_hash
+from ..utils.fingerprint import changed_modules, source_closure
 from ..utils.io import atomic_write
 from ..utils.lock import exclusive
 import torch
@@ -67,6 +69,14 @@ class NotebookFailed(RuntimeError):
     pass
 
 
+class DataNotReady(NotebookFailed):
+    """00_setup found data or CLIP weights missing (data.check.DataMissing): its message is all the user reads."""
+
+
+class RunsMadeByOtherCode(RuntimeError):
+    """Job runs this reproduce would use were made by other code, and the profile never discards them unasked."""
+
+
 @dataclass
 class Outcome:
     name: str
@@ -74,6 +84,7 @@ class Outcome:
     seconds: float = 0.0
     message: str = ""
     reason: str = ""  # why it ran (stale_reason)
+    data_missing: bool = False  # failed with 00_setup's DataMissing: `message` is that text alone
 
 
 @dataclass
@@ -83,6 +94,8 @@ class NotebookState:
     reason: str | None  # None: cached; else why it would run
     runs_cached: int = 0  # of the job runs its last run used, those still served from cache
     runs_total: int = 0
+    stale_runs: list = None  # [(run folder name, why it would not be served)]
+    seconds: float | None = None  # its last run's time (None: never ran)
 
 
 def notebooks_dir() -> Path:
@@ -93,10 +106,11 @@ def params_dir() -> Path:
     return paths.REPO_ROOT / "params"
 
 
-def available(nb_dir: Path | None = None) -> list[str]:
-    """Notebooks that exist, in run order (unknown extra notebooks run before the report)."""
+def available(nb_dir: Path | None = None, profile: str | None = None) -> list[str]:
+    """Notebooks that exist, in run order (unknown extra notebooks run before the report); on `profile`, those it
+    runs (the paper profile has no generated world to make)."""
     nb_dir = nb_dir or notebooks_dir()
-    present = sorted(p.stem for p in nb_dir.glob("*.ipynb"))
+    present = sorted(p.stem for p in nb_dir.glob("*.ipynb") if p.stem not in profiles.notebooks_skipped(profile))
     ordered = [n for n in PIPELINE if n in present]
     extra = [n for n in present if n not in PIPELINE]
     return [n for n in ordered if n != "99_report"] + extra + (["99_report"] if "99_report" in present else [])
@@ -173,10 +187,15 @@ def dry_run_params(name: str, p_dir: Path | None = None, nb_dir: Path | None = N
     return merged
 
 
-NOTEBOOK_CODE_EXCLUDE = ("bench", "__main__.py")  # unlike a job's key, the workbook's code counts: it builds tables
 ROOT_ENV = ("VLPT_RESULTS_ROOT", "VLPT_DATA_ROOT")
 PART_REASONS = (("params", "params changed"), ("source", "notebook source changed"), ("code", "code changed"),
                 ("data_root", "data root changed"))
+
+
+def notebook_code(sources: list[str]) -> dict[str, str]:
+    """{module: meaning hash} of the library code a notebook runs: what its cells import, through each other
+    (the workbook that builds its tables, the jobs it launches): the rule a job's code follows."""
+    return source_closure(sources)
 
 
 def _digest(value) -> str:
@@ -219,9 +238,10 @@ def cache_parts(name: str, profile: str, params: dict, nb_dir: Path | None = Non
     """Everything a notebook's cached run depends on, part by part (each one a reason to re-run it)."""
     nb_dir = nb_dir or notebooks_dir()
     src = nb_dir / f"{name}.ipynb"
-    sources = [c.source for c in nbformat.read(src, as_version=4).cells]  # outputs are not part of it
+    cells = nbformat.read(src, as_version=4).cells
+    sources = [c.source for c in cells]  # outputs are not part of it
     deps = [d for d in PIPELINE.get(name, []) if (nb_dir / f"{d}.ipynb").exists()]
-    return {"params": _digest(params), "source": _digest(sources), "code": code_hash(NOTEBOOK_CODE_EXCLUDE),
+    return {"params": _digest(params), "source": _digest(sources), "code": notebook_code([c.source for c in cells if c.cell_type == "code"]),
             "data_root": data_root_of(profile, params, src), "upstream": {d: _execution_of(d, profile) for d in deps}}
 
 
@@ -256,6 +276,9 @@ def stale_reason(name: str, profile: str, parts: dict, force: bool = False) -> s
         return "recorded by an older version of the runner (no cache parts)"
     for part, reason in PART_REASONS:
         if old.get(part, "?") != parts[part]:
+            if part == "code" and isinstance(old.get(part), dict):
+                modules = changed_modules(old[part], parts[part])
+                return f"{reason}: " + ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3 else "")
             return reason
     for dep, execution in parts["upstream"].items():
         if (old.get("upstream") or {}).get(dep, "?") != execution:
@@ -278,9 +301,10 @@ def data_needs(todo: list[str], profile: str, p_dir: Path | None = None, nb_dir:
                extra: dict[str, dict] | None = None) -> list[str] | None:
     """The datasets the selected notebooks read with the parameters they run with (DATA_NEEDS): 00_setup's
     `needs`, all that its strict check requires. None: not the paper profile (a generated world holds every
-    dataset; its notebooks run on their own defaults), or no setup notebook taking `needs` is selected."""
+    dataset; its notebooks run on their own defaults), no setup notebook taking `needs` is selected, or no selected
+    notebook reads data (`--only 00_setup`: the check of everything the profile reads)."""
     nb_dir = nb_dir or notebooks_dir()
-    if profile != "paper" or SETUP not in todo or \
+    if profile != "paper" or SETUP not in todo or not any(name in DATA_NEEDS for name in todo) or \
             "needs" not in notebook_params.notebook_defaults(nb_dir / f"{SETUP}.ipynb"):
         return None
     needs = set()
@@ -329,7 +353,7 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
     # "running" until everything the record vouches for is written: a killed run never leaves an "ok" behind
     _write_record(record, {**base, "status": "running", "pid": os.getpid(), "started": _now()})
     start = time.time()
-    status, message = "ok", ""
+    status, message, data_missing = "ok", "", False
     try:
         out.unlink(missing_ok=True)  # the old executed copy describes a run whose results are being replaced
         fault_point("record-running")
@@ -348,10 +372,13 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
             raise KeyboardInterrupt(f"notebook {name} interrupted") from None
         status = "failed"
         first_line = (err.source or "").strip().splitlines()[:1]
-        message = (f"notebook {name} failed in cell {err.cell_index} "
-                   f"({first_line[0] if first_line else 'empty'}): {err.ename}: {err.evalue}\n"
-                   f"  executed copy with the traceback: {out}\n"
-                   f"  re-run it with: {rerun_command(name, profile)}")
+        if err.ename == DataMissing.__name__:  # the data check: what to do and what is missing, nothing else
+            message, data_missing = err.evalue, True
+        else:
+            message = (f"notebook {name} failed in cell {err.cell_index} "
+                       f"({first_line[0] if first_line else 'empty'}): {err.ename}: {err.evalue}\n"
+                       f"  executed copy with the traceback: {out}\n"
+                       f"  re-run it with: {rerun_command(name, profile)}")
     except OSError as err:  # the disk (full, read-only), not the notebook: the CLI says it in one line
         _best_effort_record(record, {**base, "status": "failed", "reason": f"{err.strerror or err}: {err.filename}",
                                      "seconds": round(time.time() - start, 1), "finished": _now()})
@@ -367,7 +394,7 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
     _write_record(record, {**base, "status": status, "seconds": seconds, "finished": _now(),
                            "runs": _runs_used(run_log), "tables": tables})
     run_log.unlink(missing_ok=True)
-    return Outcome(name, "ran" if status == "ok" else "failed", seconds, message, reason)
+    return Outcome(name, "ran" if status == "ok" else "failed", seconds, message, reason, data_missing)
 
 
 def _now() -> str:
@@ -465,11 +492,12 @@ def _overrides(name: str, todo: list[str], selective: bool, extra: dict[str, dic
 def status(profile: str, only: list[str] | None = None, force: bool = False, nb_dir: Path | None = None,
            p_dir: Path | None = None) -> list[NotebookState]:
     """For each notebook `reproduce` would visit: cached, or why it would run. Runs and writes nothing."""
-    present = available(nb_dir)
+    present = available(nb_dir, profile)
     todo = resolve(only, present) if only else present
     warn_unread_params(profile, p_dir, nb_dir)
     states: list[NotebookState] = []
     would_run: set[str] = set()
+    recorded_seconds = _committed_seconds(profile)
     with _absolute_roots():
         needs = data_needs(todo, profile, p_dir, nb_dir)
         for name in todo:
@@ -481,26 +509,98 @@ def status(profile: str, only: list[str] | None = None, force: bool = False, nb_
                 reason = f"upstream {late[0]} would run"
             if reason is not None:
                 would_run.add(name)
-            runs = (_record(profile, name) or {}).get("runs", [])
-            states.append(NotebookState(name, reason, sum(_job_run_change(r) is None for r in runs), len(runs)))
+            record = _record(profile, name) or {}
+            runs = record.get("runs", [])
+            changes = [(Path(r["run_dir"]).name, _job_run_change(r)) for r in runs]
+            stale = [(run, why) for run, why in changes if why is not None]
+            seconds = record.get("seconds") if record.get("status") == "ok" else recorded_seconds.get(name)
+            states.append(NotebookState(name, reason, len(runs) - len(stale), len(runs), stale, seconds))
     return states
 
 
-def status_lines(states: list[NotebookState]) -> list[str]:
+def status_header(profile: str) -> list[str]:
+    """Where `reproduce --profile` reads and writes (absolute), and, where no run was recorded in it yet but
+    tables are there (a fresh clone's committed mini results), that running recomputes them."""
+    results = paths.results_dir(profile).resolve()
+    lines = [f"results: {results} (profile {profile}); what `reproduce` would do:"]
+    tables = sorted(tables_dir(profile).glob("*.csv")) if tables_dir(profile).is_dir() else []
+    if tables and not any(paths.executed_dir(profile).glob("*.run.json")):
+        lines.append(f"  {len(tables)} tables are there (committed with the repository: {tables_dir(profile).resolve()}); "
+                     "no run was recorded here, so running recomputes every one of them")
+    return lines
+
+
+def _committed_seconds(profile: str) -> dict[str, float]:
+    """Each notebook's time in the results' run_metadata.json (the committed mini run on a fresh clone)."""
+    try:
+        notebooks = json.loads((paths.results_dir(profile) / "run_metadata.json").read_text()).get("notebooks", {})
+    except (OSError, ValueError):
+        return {}
+    return {n: v["seconds"] for n, v in notebooks.items() if v.get("status") == "ok" and "seconds" in v}
+
+
+def status_lines(states: list[NotebookState], at_once: int = 1) -> list[str]:
+    """A line per notebook (cached, or would run and why), a line per job run it used that would not be served
+    (why: its code, its data, an upstream run), and the estimated time of what would run."""
     width = max((len(s.name) for s in states), default=0)
     lines = []
     for s in states:
         runs = f" ({s.runs_cached}/{s.runs_total} job runs cached)" if s.runs_total else ""
         lines.append(f"  {s.name:<{width}}  {'cached' if s.reason is None else 'would run: ' + s.reason}{runs}")
+        lines += [f"  {'':<{width}}    job {run}: {why}" for run, why in (s.stale_runs or [])]
+    todo = [s for s in states if s.reason is not None and s.name not in ALWAYS_RUN]
+    if not todo:
+        lines.append("nothing to run: every table is served from the cache (`reproduce` re-renders the report)")
+    elif any(s.seconds is None for s in todo):
+        lines.append(f"{len(todo)} notebook(s) would run; time: unknown (not all ran here before)")
+    else:
+        total = sum(s.seconds for s in todo) / 60
+        side = f", {at_once} side by side: about {total / at_once:.0f} min of wall-clock" if at_once > 1 else ""
+        lines.append(f"{len(todo)} notebook(s) would run; time: {total:.0f} min of notebook time as last recorded"
+                     f"{side} (less where their job runs are cached)")
     return lines
+
+
+def changed_code_runs(profile: str, todo: list[str]) -> dict[str, list[str]]:
+    """{run folder: modules changed} of the job runs made by other code that this reproduce may use: those the
+    selected notebooks' last runs used, and those no notebook's record lists (an interrupted notebook's)."""
+    runs_dir = paths.runs_dir(profile)
+    if not runs_dir.is_dir():
+        return {}
+    listed: dict[str, set] = {}
+    for record in paths.executed_dir(profile).glob("*.run.json"):
+        for run in (_record(profile, record.name.removesuffix(".run.json")) or {}).get("runs", []):
+            listed.setdefault(str(Path(run["run_dir"]).name), set()).add(record.name.removesuffix(".run.json"))
+    changes = {}
+    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "config.json").exists()):
+        users = listed.get(run_dir.name)
+        if users is None or users & set(todo):
+            modules = code_change(run_dir)
+            if modules:
+                changes[str(run_dir)] = modules
+    return changes
+
+
+def code_change_stop(changes: dict[str, list[str]]) -> str:
+    return ("These job runs were made by other code (the modules whose code changed since):\n"
+            f"{code_change_message(changes)}\n"
+            "Nothing was run or discarded. Choose:\n"
+            "  --keep-runs  keep them: interrupted ones resume from their checkpoints, finished ones are served, "
+            "the code change is recorded in each run (config.json code_versions)\n"
+            "  --force      recompute the selected notebooks' runs from scratch (with --only NAME, those "
+            "notebooks' only)")
 
 
 def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
               nb_dir: Path | None = None, p_dir: Path | None = None, render: bool = True,
-              dry_run: bool = False, notebooks: int | None = None) -> list[Outcome]:
+              dry_run: bool = False, notebooks: int | None = None, keep_runs: bool = False) -> list[Outcome]:
     """Run the selected notebooks (cached ones skipped) and render the report. notebooks: how many run side by
-    side, each once its upstream has run (None: the profile's, profiles.notebooks_at_once)."""
-    present = available(nb_dir)
+    side, each once its upstream has run (None: the profile's, profiles.notebooks_at_once). A job run made by
+    other code: what profiles.code_change_policy says (paper: stop before any notebook runs, naming the runs),
+    unless keep_runs (keep and resume them) or force (recompute)."""
+    if force and keep_runs:
+        raise notebook_params.ParamsError("--force recomputes the runs --keep-runs keeps: choose one")
+    present = available(nb_dir, profile)
     todo = resolve(only, present) if only else present
     if dry_run and profile != "paper":
         raise notebook_params.ParamsError(f"--dry-run runs the paper profile on synthetic data; got --profile {profile}")
@@ -518,6 +618,12 @@ def reproduce(profile: str, only: list[str] | None = None, force: bool = False,
         stack.enter_context(exclusive(paths.results_dir(profile) / ".reproduce.lock", f"results/{profile}"))
         if force:  # jobs too: a result older than this run is recomputed, once (the kernels inherit the variable)
             stack.enter_context(_environ({RECOMPUTE_BEFORE_ENV: f"{time.time():.3f}"}))
+        policy = "recompute" if force else "keep" if keep_runs else profiles.code_change_policy(profile)
+        stack.enter_context(_environ({CODE_CHANGE_ENV: policy}))  # the kernels' jobs follow it
+        if policy == "stop":
+            changes = changed_code_runs(profile, todo)
+            if changes:
+                raise RunsMadeByOtherCode(code_change_stop(changes))
         at_once = profiles.notebooks_at_once(profile) if notebooks is None else int(notebooks)
         return _reproduce_locked(profile, todo, force, nb_dir, p_dir, render, selective=bool(only), extra=extra,
                                  notebooks=at_once)
@@ -616,5 +722,5 @@ def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path |
         index = render_report(profile)
         print(f"report: {index}")
     if failed is not None:
-        raise NotebookFailed(failed.message)
+        raise (DataNotReady if failed.data_missing else NotebookFailed)(failed.message)
     return outcomes
