@@ -236,10 +236,10 @@ def test_finetune_key_follows_its_pretraining_run(tmp_path, results_root):
     runs = tmp_path / "runs"
 
     def finetune_dir(pretrain_epochs: int) -> Path:
-        cfgs = mvp.pretrain_cfgs("smoke", {"optim": {"epochs": pretrain_epochs}}, dry=True)
+        cfgs = mvp.pretrain_cfgs("smoke", {"optim": {"epochs": pretrain_epochs}})
         exports = {t: {"export": str(launch.run_dir_for("pretrain", c, runs) / pretrain.EXPORT_NAME),
                        "model_name": "beit_base_patch16_224", "kwargs": {}} for t, c in cfgs.items()}
-        cfg = mvp.finetune_cfg("smoke", {}, "MVP", 0, exports, dry=True)
+        cfg = mvp.finetune_cfg("smoke", {}, "MVP", 0, exports)
         assert exports["clip"]["export"] in launch.data_paths("finetune", cfg)  # its file is fingerprinted too
         return launch.run_dir_for("finetune", cfg, runs)
 

@@ -1,9 +1,9 @@
-"""The prompt-learning job on the smoke world: rows, resume, load_from, optimizer, recipe check, table rules, bench.
+"""The prompt-learning job on the smoke world: rows, resume, load_from, optimizer, recipe check, bench (the
+tables' averages and H: test_derived.py).
 
 Its lr schedule (Dassl's) is pinned in tests/test_training.py, the lrs a run records in test_fidelity_cocoop.py."""
 from __future__ import annotations
 
-import math
 import pytest
 import torch
 
@@ -50,22 +50,6 @@ def test_recipe_check_names_the_bad_block_and_key():
         C.check_recipe({"CoCoop": {}})
     C.check_recipe({})
     C.check_recipe({"common": {"crop_scale": [0.8, 1.0]}, "CoOp": {"epochs_by_dataset": {"ImageNet": 50}}})
-
-
-def test_average_row_is_h_of_averaged_accuracies():
-    rows = [{"method": "M", "dataset": d, "split": s, "seed": 1, "metric": "acc", "value": v}
-            for d, b, n in [("A", 90.0, 50.0), ("B", 70.0, 90.0)] for s, v in (("base", b), ("new", n))]
-    out = C.base2new_rows(rows)
-    h = {(r["dataset"]): r["value"] for r in out if r["metric"] == "H"}
-    assert h["A"] == pytest.approx(2 * 90 * 50 / 140)
-    assert h["Average"] == pytest.approx(C.harmonic_mean(80.0, 70.0))  # not the mean of per-dataset H
-    # the paper prints 2 decimals: H of the rounded means is within 0.01 of the printed H
-    assert C.harmonic_mean(80.47, 71.69) == pytest.approx(75.83, abs=0.01)
-    # a method not run has no H (shown as a dash), not 0; zero accuracy on both splits is H 0
-    assert math.isnan(C.harmonic_mean(math.nan, math.nan)) and math.isnan(C.harmonic_mean(80.0, math.nan))
-    assert C.harmonic_mean(0.0, 0.0) == 0.0
-    avg = [r for r in out if r["dataset"] == "Average" and r["metric"] == "acc"]
-    assert {(r["split"], r["value"]) for r in avg} == {("base", 80.0), ("new", 70.0)}
 
 
 def test_job_cfg_recipe_per_method_and_dataset():

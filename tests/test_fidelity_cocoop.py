@@ -30,6 +30,7 @@ from vlpt_lib.data import coop
 from vlpt_lib.data.check import data_requirements
 from vlpt_lib.jobs import prompt as P
 from vlpt_lib.workbook import cocoop as C
+from vlpt_lib.workbook import derived, tables
 from vlpt_lib.workbook import params as notebook_params
 from vlpt_lib.workbook import profiles, recipe
 
@@ -304,14 +305,13 @@ def test_missing_split_file_stops_unless_folder_split_is_allowed(smoke_env, worl
             assert loads == (r["present"] or not r["required"]), (name, allow)
 
 
-def test_folder_split_rows_stay_beside_their_dataset_in_the_tables():
+def test_folder_split_rows_keep_their_label_in_the_tables():
+    """A folder-split dataset is its own row, under its label, and never meets the paper's number."""
     rows = [{"method": "CoOp", "dataset": "EuroSAT (folder split)", "split": s, "seed": 1, "metric": "acc",
              "value": v} for s, v in (("base", 80.0), ("new", 60.0))]
-    table = C.base2new_rows(rows)
-    summary = C.summary_frame(table)
-    wide = C.base2new_wide(summary, ["EuroSAT"], ["CoOp"])
-    assert ("EuroSAT (folder split)", "CoOp") in wide.index
-    assert wide.loc[("EuroSAT (folder split)", "CoOp"), ("ours", "base")] == 80.0
+    cells, _ = derived.base2new_cells(tables.to_frame(rows), tables.load_reference("cocoop_base2new"), ["CoOp"])
+    cell = cells["EuroSAT (folder split)"][("CoOp", "base")]
+    assert cell["ours"] == 80.0 and math.isnan(cell["paper"]) and "EuroSAT" not in cells
 
 
 # ----------------------------------------------------------------------------- the recipe card
@@ -360,9 +360,9 @@ def test_paper_card_values_are_the_official_configs():
 
 def test_the_card_reads_the_params_without_training(tmp_path, monkeypatch):
     monkeypatch.setenv("VLPT_RESULTS_ROOT", str(tmp_path))
-    world = profiles.resolve("smoke", prepare=False)
+    world = profiles.resolve("smoke")
     assert not (tmp_path / "smoke").exists()  # nothing generated, nothing trained
     params = C.job_params(world, {"common": {"shots": 2}, "CoOp": {"epochs": 2}})
     card = C.recipe_card(params, ["CLIP", "CoOp", "CoCoOp"], ["OxfordPets"], [1])
-    assert list(card.columns) == ["CoOp", "CoCoOp", "source"] and card.loc["shots", "CoOp"] == "2"
+    assert list(card.columns) == ["CoOp", "CoCoOp", "paper", "deviates", "source"] and card.loc["shots", "CoOp"] == "2"
     assert json.dumps(card.to_dict())  # plain values

@@ -370,37 +370,36 @@ def test_recipe_cards_of_the_paper_profile_resolve_without_running_anything(resu
     monkeypatch.setattr(mvp, "run_jobs", refuse)
     monkeypatch.setenv("VLPT_DATA_ROOT", "/data")
     p10 = _paper_params("10_mvp_pretrain")
-    cfgs = mvp.pretrain_cfgs("paper", p10["pretrain"], p10["targets"], dry=True)
+    cfgs = mvp.pretrain_cfgs("paper", p10["pretrain"], p10["targets"])
     card = mvp.recipe_card("pretrain", cfgs)
-    assert list(card.columns) == ["clip", "pixel", "hog", "paper recipe", "source"] and (card["source"] != "").all()
-    # the paper profile runs the paper recipe; only the baseline rows' target differs from MVP's
-    assert set(card.index[card["paper recipe"] != ""]) == {"target"}
+    assert list(card.columns) == ["clip", "pixel", "hog", "paper", "deviates", "source"] and (card["source"] != "").all()
+    # the paper profile runs the paper recipe: nothing deviates (a row's target names its row, not a deviation)
+    assert set(card.index[card["deviates"] != ""]) == set()
     assert card.loc["data.color_jitter", "clip"] == "0.4" and card.loc["optim.warmup_lr", "clip"] == "0"
     assert card.loc["data.root", "clip"] == "/data"
-    exports = mvp.planned_exports("paper")
+    exports = mvp.pretrained_exports("paper")
     for job, nb, build in (("finetune", "11_imagenet_finetune", mvp.finetune_cfg),
                            ("segment", "12_ade20k_segmentation", mvp.segment_cfg)):
         p = _paper_params(nb)
-        card = mvp.recipe_card(job, {m: build("paper", p[job], m, 0, exports, dry=True) for m in p["methods"]})
-        assert (card["source"] != "").all() and card.loc["init.checkpoint", "Scratch"] == ""
+        card = mvp.recipe_card(job, {m: build("paper", p[job], m, 0, exports) for m in p["methods"]})
+        assert (card["source"] != "").all() and card.loc["init.checkpoint", "Scratch"] == "None"
         assert card.loc["init.checkpoint", "MVP"].endswith("student_timm.pth")
     assert card.loc["model.decoder_channels", "MVP"] == "768"
 
 
-def test_dry_configs_equal_the_ones_that_run(results_root, monkeypatch):
-    """The card shows the configs that run: with the world and the mini CLIP taken as present, the
-    resolving path gives the same cfgs as the dry one."""
-    from vlpt_lib.workbook import mvp, profiles
+def test_the_configs_are_resolved_without_preparing_anything(results_root):
+    """The card shows the configs that run, computed before anything exists: nothing generated or trained, and
+    notebook 10's exports named where its runs will put them."""
+    from vlpt_lib.workbook import mvp
 
-    monkeypatch.setattr(profiles, "ensure_world_of", lambda profile, force=False: profiles.paths.world_dir(profile))
-    monkeypatch.setattr(profiles, "ensure_mini_clip", lambda profile: {})
     diff = {"student": {"arch": "smoke"}}
-    assert mvp.pretrain_cfgs("smoke", diff, dry=True) == mvp.pretrain_cfgs("smoke", diff)
-    exports = mvp.planned_exports("smoke")
+    assert mvp.pretrain_cfgs("smoke", diff)["clip"]["clip"]["pretrained"].endswith("mini_clip.pt")
+    exports = mvp.pretrained_exports("smoke")
     assert set(exports) == {"clip", "pixel", "hog"}  # the targets of notebook 10's parameters
     for build in (mvp.finetune_cfg, mvp.segment_cfg):
-        assert build("smoke", {}, "MVP", 0, exports, dry=True) == build("smoke", {}, "MVP", 0, exports)
+        assert build("smoke", {}, "MVP", 0, exports)["init"]["checkpoint"] == exports["clip"]["export"]
+    assert not any(results_root.rglob("*"))  # no world, no CLIP, no run
     # a smoke / mini card shows the paper's value beside every value its diff changes
-    card = mvp.recipe_card("pretrain", mvp.pretrain_cfgs("smoke", {"optim": {"epochs": 2}}, ["pixel"], dry=True))
-    assert card.loc["optim.epochs", "pixel"] == "2" and card.loc["optim.epochs", "paper recipe"] == "300"
-    assert card.loc["optim.lr", "paper recipe"] == ""
+    card = mvp.recipe_card("pretrain", mvp.pretrain_cfgs("smoke", {"optim": {"epochs": 2}}, ["pixel"]))
+    assert card.loc["optim.epochs", "pixel"] == "2" and card.loc["optim.epochs", "paper"] == "300"
+    assert card.loc["optim.lr", "deviates"] == ""

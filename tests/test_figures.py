@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb, to_rgba  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
 from vlpt_lib.workbook import mvp, plots  # noqa: E402
-from vlpt_lib.workbook.tables import PaperTable, colors  # noqa: E402
+from vlpt_lib.workbook.tables import PaperTable  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

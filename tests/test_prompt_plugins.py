@@ -108,7 +108,7 @@ def test_toy_method_runs_through_the_job_and_a_smoke_table_1(toy_method, smoke_e
     again = run_job("prompt", cocoop.job_cfg(params, "ToyLS", "EuroSAT", 1), tmp_path / "runs")
     assert again["rows"] == [r for r in rows if r["method"] == "ToyLS"]  # the run cache knows it
 
-    tables.save_table("cocoop_base2new", cocoop.base2new_rows(rows), "smoke")
+    tables.save_table("cocoop_base2new", rows, "smoke")
     assert "ToyLS" in tables.methods_of("cocoop_base2new")
     pt = tables.paper_table("cocoop_base2new", "smoke")
     assert ("ToyLS", "base", "ours") in pt.frame.columns and ("ToyLS", "H", "ours") in pt.frame.columns

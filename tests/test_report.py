@@ -141,7 +141,7 @@ def test_report_is_self_contained_and_in_the_papers_shape(fabricated, tmp_path):
     assert meta["notebooks"]["20_cocoop_base2new"]["seconds"] == 12.5
     assert meta["jobs"]["prompt-CoOp-1"] == {"wall_s": 3.25, "tables": ["cocoop_base2new", "cocoop_cross_dataset"]}
     summary = (out / "summary.md").read_text()
-    assert "## CoCoOp Table 1: base-to-new generalisation" in summary and "| dataset |" in summary
+    assert "## CoCoOp Table 1: base-to-new generalisation" in summary and "| dataset " in summary
     assert "**holds**" in summary  # CoOp base > CLIP base clearly, see the verdict test below
 
 

@@ -270,3 +270,26 @@ def test_notebooks_side_by_side_each_get_their_own_run_log_and_folder(toy, resul
     for name in ("10_mvp_pretrain", "20_cocoop_base2new"):
         log, folder = (results_root / "smoke" / f"{name}.txt").read_text().splitlines()
         assert log.endswith(f"{name}.runs.jsonl") and folder == str(nb_dir)
+
+
+def test_executed_notebooks_name_no_folder_of_the_machine_that_ran_them(tmp_path, results_root):
+    """Outputs (streams, text/html, tracebacks) name the results root as $VLPT_RESULTS_ROOT, the repository as .,
+    a data root outside the results as $VLPT_DATA_ROOT."""
+    import nbformat
+
+    from vlpt_lib.workbook import paths, runner
+
+    data = tmp_path / "datasets"
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"saved {results_root}/smoke/tables/t.csv\n"),
+                    nbformat.v4.new_output("display_data", data={"text/html": f"<td>{data}/imagenet</td>",
+                                                                 "text/plain": f"{paths.REPO_ROOT}/notebooks"}),
+                    nbformat.v4.new_output("error", ename="E", evalue="", traceback=[f"File {paths.REPO_ROOT}/x.py"])]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nb, path)
+    runner._portable(path, str(data))
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert outputs[0]["text"] == "saved $VLPT_RESULTS_ROOT/smoke/tables/t.csv\n"
+    assert outputs[1]["data"] == {"text/html": "<td>$VLPT_DATA_ROOT/imagenet</td>", "text/plain": "./notebooks"}
+    assert outputs[2]["traceback"] == ["File ./x.py"]

@@ -6,7 +6,6 @@ Official rules (fetched snapshots):
 - hog: facebookresearch/SlowFast slowfast/models/operators.py HOGLayerC(nbins=9, pool=8) as masked.py builds it,
   arranged per patch by MaskMViT._get_hog_label_2d; loss slowfast/models/losses.py MultipleMSELoss (nn.MSELoss).
 """
-import json
 import math
 import os
 import subprocess
@@ -239,12 +238,14 @@ def test_a_plugin_is_found_in_a_child_process(toy_plugin):
     assert "toy_colour" in out.stdout
 
 
-def test_the_export_index_needs_only_the_targets_asked_for(tmp_path, results_root):
-    from vlpt_lib.workbook import mvp
+def test_the_exports_are_found_from_notebook_10s_run_folders(results_root):
+    """Notebooks 11/12 find each target's student in the folder of notebook 10's run of it (no index file):
+    only the targets asked for, each where run_dir_for puts that run."""
+    from vlpt_lib.jobs import launch, pretrain
+    from vlpt_lib.workbook import mvp, paths
 
-    export = tmp_path / "student.pth"
-    export.write_bytes(b"")
-    index = tmp_path / "pretrained.json"
-    index.write_text(json.dumps({"clip": {"export": str(export)}, "hog": {"export": str(export)}}))
-    assert mvp._complete_index("smoke", index, ["clip", "hog"]) is not None
-    assert mvp._complete_index("smoke", index, ["clip", "pixel"]) is None
+    exports = mvp.pretrained_exports("smoke", ["clip", "hog"])
+    assert sorted(exports) == ["clip", "hog"]
+    cfgs = mvp._params_pretrain_cfgs("smoke", ["hog"])[1]
+    assert exports["hog"]["export"] == str(launch.run_dir_for("pretrain", cfgs["hog"], paths.runs_dir("smoke"))
+                                           / pretrain.EXPORT_NAME)

@@ -229,7 +229,7 @@ def cached_result(job: str, cfg: dict, runs_dir: str | os.PathLike) -> dict | No
     with _one_writer(run_dir):
         if _restart_reason(run_dir, fingerprint(data_paths(job, cfg))) is not None or code_change(run_dir):
             return None  # run_job decides (the code change policy)
-        get_logger().info("%s: cached result in %s", job, run_dir)
+        get_logger().info("%s: cached result (%s)", job, run_dir.name)
         result = load_result(run_dir)
     _log_use(run_dir)
     return result
@@ -288,10 +288,19 @@ def _run_job_task(task: tuple) -> tuple[str, dict]:
 
 def _log_use(run_dir: Path) -> None:
     """Append the run and its result's digest to $VLPT_RUN_LOG (the notebook's record lists them)."""
+    _log_entry({"run_dir": str(run_dir), "result": result_digest(run_dir), "at": time.time()})
+
+
+def _log_start(run_dir: Path) -> None:
+    """Tell $VLPT_RUN_LOG that a run starts computing (the runner prints it under the notebook's bar)."""
+    _log_entry({"run_dir": str(run_dir), "event": "start", "at": time.time()})
+
+
+def _log_entry(entry: dict) -> None:
     log_path = os.environ.get(RUN_LOG_ENV)
     if log_path:
         with open(log_path, "a") as f:
-            f.write(json.dumps({"run_dir": str(run_dir), "result": result_digest(run_dir)}) + "\n")
+            f.write(json.dumps(entry) + "\n")
 
 
 def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, slurm: dict | None,
@@ -314,14 +323,14 @@ def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, s
                 why = _code_reason(modules)
             else:
                 how = "kept under changed code"
-                log.warning("%s: keeping %s under changed code (%s)", job, run_dir, ", ".join(modules))
+                log.warning("%s: keeping %s under changed code (%s)", job, run_dir.name, ", ".join(modules))
         if why is not None:  # start over: a checkpoint of other inputs/code (or before --force) is not this run's
-            log.info("%s: recomputing %s (%s)", job, run_dir, why)
+            log.info("%s: recomputing %s (%s)", job, run_dir.name, why)
             shutil.rmtree(run_dir)
         else:
             _record_version(run_dir, job, code, how)
             if (run_dir / "result.json").exists():
-                log.info("%s: cached result in %s", job, run_dir)
+                log.info("%s: cached result (%s)", job, run_dir.name)
                 return load_result(run_dir)
     if not run_dir.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -329,6 +338,7 @@ def _run_locked(job: str, cfg: dict, run_dir: Path, launcher: str, nproc: int, s
             {"job": job, "cfg": cfg, "reads": reads, "inputs": inputs, "started_at": time.time(), "modules": code,
              "code_versions": [_code_version(job, "started")]}, indent=2, default=str))
     start = time.time()
+    _log_start(run_dir)
     _reset_peak_memory()
     if launcher == "inline":
         result = _job_module(job).run(cfg, run_dir)

@@ -53,8 +53,9 @@ class Clip(Strict):
     model_name: str = Field("ViT-B-16", description="[V] MVP paper: the image tower of CLIP ViT-B/16 is the teacher")
     pretrained: str = Field("openai", description="[V] MVP paper: OpenAI's CLIP (400M image-text pairs); "
                                                   "a tag or a local weights file (workbook parameter clip_pretrained)")
-    quick_gelu: bool | None = Field(None, description="OpenAI's CLIP uses QuickGELU: None = models.clip.load_clip "
-                                                      "decides from the weights (workbook parameter clip_quick_gelu)")
+    quick_gelu: bool | None = Field(None, description="workbook parameter clip_quick_gelu (the profile's: paper "
+                                                      "True, as OpenAI's CLIP is built); None = models.clip.load_clip "
+                                                      "decides from the weights")
 
 
 class Student(Strict):

@@ -3,8 +3,10 @@
     for v in claims.verdicts_of("cocoop_base2new", profile):
         print(v.sentence())
 
-Each side of a claim is a per-seed sample computed from the table's rows (they carry their seed): e.g.
-"CoOp new" = per seed, the mean new-class accuracy over the datasets run. For "left > right" (or "<"),
+Each side of a claim is a per-seed sample computed from the table's rows (they carry their seed) by
+workbook.derived, like the tables' numbers: e.g. "CoOp new" = per seed, the mean new-class accuracy over the
+datasets run; "CoOp H" = per seed, H of that seed's averaged base and new (the table's H is H of the seed-averaged
+ones: the two differ by a fraction of a point). For "left > right" (or "<"),
 d = mean(left) - mean(right), SE = sqrt(s_l^2 / n_l + s_r^2 / n_r) (s the sample std over seeds), t = d / SE
 (-d / SE for "<") with the Welch-Satterthwaite degrees of freedom df = SE^4 / sum((s^2 / n)^2 / (n - 1)):
   holds           p = P(T_df >= t) < ALPHA (0.05): the claimed direction, beyond what 2-3 seeds' spread explains,
@@ -26,8 +28,8 @@ from dataclasses import dataclass, replace
 import pandas as pd
 from scipy.stats import t as student_t
 
-from . import tables
-from .tables import TABLES, Claim, claims_of, harmonic_mean, is_zero_shot, per_seed_mean
+from . import derived, tables
+from .tables import TABLES, Claim, claims_of, is_zero_shot
 
 BEST_OTHER = "best other "  # a side "best other H" (see best_other)
 
@@ -77,29 +79,10 @@ class Verdict:
 
 # ----------------------------------------------------------------------------- per-seed samples
 def samples(table: str, rows: pd.DataFrame) -> dict[str, pd.Series]:
-    """Every side the claims of `table` use: label -> per-seed values (indexed by seed)."""
-    df = rows[rows["seed"].notna()]  # derived rows (per-dataset H) carry no seed
-    layout = TABLES[table].layout
-    out: dict[str, pd.Series] = {}
-    if layout == "base2new":
-        acc = df[(df["metric"] == "acc") & (df["dataset"] != "Average")]
-        datasets = list(dict.fromkeys(acc["dataset"]))  # every method is averaged over the same datasets
-        for method, g in acc.groupby("method", sort=False):
-            base = per_seed_mean(g[g["split"] == "base"], datasets)
-            new = per_seed_mean(g[g["split"] == "new"], datasets)
-            both = base.index.intersection(new.index)
-            out[f"{method} base"], out[f"{method} new"] = base, new
-            out[f"{method} H"] = pd.Series([harmonic_mean(base[s], new[s]) for s in both], index=both, dtype=float)
-    elif layout == "transfer":
-        acc = df[(df["metric"] == "acc") & (df["dataset"] != "Average")]
-        others = list(dict.fromkeys(acc["dataset"]))[1:]  # the first dataset is the source
-        for method, g in acc.groupby("method", sort=False):
-            out[f"{method} {TABLES[table].average_of}"] = per_seed_mean(g, others)
-    else:
-        metric = TABLES[table].metrics[0][1]
-        for method, g in df[df["metric"] == metric].groupby("method", sort=False):
-            out[method] = g.groupby("seed")["value"].mean()
-    return out
+    """Every side the claims of `table` use: label -> per-seed values (indexed by seed), computed by
+    workbook.derived (claim_sides: the same per-seed means and averages as the tables)."""
+    spec = TABLES[table]
+    return derived.claim_sides(spec.layout, rows, spec.average_of, spec.metrics[0][1] if spec.metrics else "")
 
 
 # ----------------------------------------------------------------------------- verdicts

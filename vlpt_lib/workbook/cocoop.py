@@ -1,12 +1,12 @@
-"""Glue of the CoCoOp notebooks (20-22): notebook parameters -> `prompt` job cfgs, the runs of Tables
-1-3 and their table builders (each table's figure is in `workbook.plots`, its paper-shaped view in
-`tables.paper_table`).
+"""Glue of the CoCoOp notebooks (20-22): notebook parameters -> `prompt` job cfgs and the runs of Tables
+1-3. The runs' per-seed rows are the table (tables.save_table); its averages and H are computed from them by
+`workbook.derived`, its paper-shaped view is `tables.paper_table`, its figure in `workbook.plots`.
 
-    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu, prepare=False)
+    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu)  # names paths only
     params = job_params(world, recipe, test_batch_size=100, threads=1, ...)
     recipe_card(params, methods, datasets, seeds)   # every recipe value of the runs + its source (no training)
     rows = base2new_runs(params, methods, datasets, seeds, paths.runs_dir(profile))
-    table = base2new_rows(rows)
+    tables.save_table("cocoop_base2new", rows, profile)
 
 `recipe` (a notebook parameter) is a diff on each method's Recipe (vlpt_lib.methods.prompt, validated by
 `vlpt_lib.jobs.prompt.Config`): {"common": {...}, "CoOp": {...}, "CoCoOp": {...}, ...}, one block per
@@ -21,18 +21,16 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from ..data.coop import FOLDER_SPLIT_NOTE, base_label
+from ..data.coop import base_label
 from ..jobs.launch import run_dir_for, run_jobs
 from ..jobs.prompt import Config
 from ..methods import prompt as methods
 from ..methods.prompt.base import PromptRun
 from ..utils.fields import refusal
 from . import recipe as recipes
-from .tables import harmonic_mean
 
 # Notebook knobs passed to every run (how it runs, not what it learns).
 RUN_KEYS = ("test_batch_size", "precision", "device", "num_workers", "threads", "text_chunk")
@@ -152,22 +150,44 @@ def recipe_configs(params: dict, names: Sequence[str], datasets: Sequence[str], 
 
 def recipe_card(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int],
                 subsample: str = "base", env: bool = False) -> pd.DataFrame:
-    """Every recipe value the runs use (one column per method / recipe) beside its public source."""
+    """Every recipe value the runs use (one column per method / recipe) beside the paper's value and its public
+    source, in the card format every table shares (recipe.paper_card)."""
     configs = recipe_configs(params, names, datasets, seeds, subsample)
     if not configs:
         return pd.DataFrame(columns=["source"])
-    return recipes.recipe_card(configs, env=env)
+    return recipes.paper_card(configs, env=env)
 
 
 # ----------------------------------------------------------------------------- the runs of Tables 1-3
+def base2new_cfgs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """Table 1's prompt job cfgs: one per (method, dataset, seed) trained on the base half (CLIP: one seed)."""
+    return [job_cfg(params, method, dataset, seed, "base") for dataset in datasets for method in names
+            for seed in (seeds if methods.get(method).trains else seeds[:1])]
+
+
 def base2new_runs(params: dict, names: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], runs_dir,
                   **launch) -> list[dict]:
     """Table 1: one job per (method, dataset, seed) trained on the base half, tested on base and new.
     Zero-shot CLIP needs one seed. Finished runs come from the run cache. `launch`: run_jobs' options."""
-    cfgs = [job_cfg(params, method, dataset, seed, "base") for dataset in datasets for method in names
-            for seed in (seeds if methods.get(method).trains else seeds[:1])]
+    cfgs = base2new_cfgs(params, names, datasets, seeds)
     return [row for result in run_jobs([("prompt", cfg) for cfg in cfgs], runs_dir, **launch)
             for row in result["rows"]]
+
+
+def transfer_cfgs(params: dict, names: Sequence[str], source: str, targets: Sequence[str],
+                  seeds: Sequence[int]) -> list[dict]:
+    """Tables 2 and 3's first-stage cfgs: each method (CLIP: one seed) trained on all classes of `source` (CLIP:
+    evaluated on source + targets), in the order of (method, seed)."""
+    evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
+    cfgs = []
+    for method in names:
+        for seed in (seeds if methods.get(method).trains else seeds[:1]):
+            if methods.get(method).trains:
+                cfgs.append(job_cfg(params, method, source, seed, "all"))
+            else:
+                cfgs.append(job_cfg(params, method, source, seed, "all",
+                                    eval=[{"dataset": source, "subsample": "all", "split": "test"}] + evals))
+    return cfgs
 
 
 def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequence[str], seeds: Sequence[int],
@@ -180,13 +200,7 @@ def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequ
     alone; zero-shot CLIP is one evaluation run of source + targets."""
     evals = [{"dataset": n, "subsample": "all", "split": "test"} for n in targets if n != source]
     runs = [(method, seed) for method in names for seed in (seeds if methods.get(method).trains else seeds[:1])]
-    first = []  # trained runs, and zero-shot evaluations
-    for method, seed in runs:
-        if methods.get(method).trains:
-            first.append(job_cfg(params, method, source, seed, "all"))
-        else:
-            first.append(job_cfg(params, method, source, seed, "all",
-                                 eval=[{"dataset": source, "subsample": "all", "split": "test"}] + evals))
+    first = transfer_cfgs(params, names, source, targets, seeds)
     trained = run_jobs([("prompt", cfg) for cfg in first], runs_dir, **launch)
     second = {i: job_cfg(params, method, source, seed, "all", eval=evals,
                          load_from=run_dir_for("prompt", first[i], runs_dir))
@@ -196,76 +210,3 @@ def transfer_runs(params: dict, names: Sequence[str], source: str, targets: Sequ
             for row in result["rows"] + (evaluated[i]["rows"] if i in evaluated else [])]
     keep = {source, *targets}
     return [r for r in rows if base_label(r["dataset"]) in keep]
-
-
-# ----------------------------------------------------------------------------- table builders
-def base2new_rows(rows: list[dict]) -> list[dict]:
-    """Per-seed acc rows + the derived rows of Table 1.
-
-    Per dataset: H of the seed-averaged base and new accuracies (seed left empty). "Average":
-    per seed the mean over datasets of base / new, and H of the averaged B and averaged N (the
-    paper's rule, not the mean of per-dataset H)."""
-    df = pd.DataFrame(rows)
-    out = [dict(r) for r in rows]
-    if df.empty:
-        return out
-    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
-        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
-                    "value": g["value"].mean(), "run_id": None})
-    means = df.groupby(["method", "dataset", "split"])["value"].mean()
-    for method in df["method"].unique():
-        per = means[method].unstack("split")
-        for dataset, r in per.iterrows():
-            if {"base", "new"} <= set(r.index) and r.notna().all():
-                out.append({"method": method, "dataset": dataset, "split": "base2new", "seed": None, "metric": "H",
-                            "value": harmonic_mean(r["base"], r["new"]), "run_id": None})
-        if {"base", "new"} <= set(per.columns):
-            b, n = per["base"].mean(), per["new"].mean()
-            out.append({"method": method, "dataset": "Average", "split": "base2new", "seed": None, "metric": "H",
-                        "value": harmonic_mean(b, n), "run_id": None})
-    return out
-
-
-def average_rows(rows: list[dict], exclude: tuple = ("ImageNet",)) -> list[dict]:
-    """Add per-seed "Average" acc rows over the datasets not in `exclude` (Table 2: the 10 targets)."""
-    df = pd.DataFrame(rows)
-    out = [dict(r) for r in rows]
-    if df.empty:
-        return out
-    df = df[~df["dataset"].isin(exclude)]
-    for (method, seed, split), g in df.groupby(["method", "seed", "split"]):
-        out.append({"method": method, "dataset": "Average", "split": split, "seed": seed, "metric": "acc",
-                    "value": g["value"].mean(), "run_id": None})
-    return out
-
-
-def summary_frame(rows: list[dict], reference=None) -> pd.DataFrame:
-    """Long view: mean over seeds per (method, dataset, split, metric), the paper's value beside it."""
-    df = pd.DataFrame(rows)
-    ours = df.groupby(["method", "dataset", "split", "metric"], sort=False)["value"].agg(["mean", "count"])
-    ours = ours.rename(columns={"mean": "ours", "count": "seeds"}).reset_index()
-    if reference is not None and len(reference):
-        ref = reference[["method", "dataset", "split", "metric", "value"]].rename(columns={"value": "paper"})
-        ours = ours.merge(ref, on=["method", "dataset", "split", "metric"], how="left")
-    return ours
-
-
-def with_labels(names: Sequence[str], present) -> list[str]:
-    """`names` in order, each followed by its folder-split label where that is among `present`."""
-    present = set(present)
-    out = []
-    for name in names:
-        out += [name] + ([name + FOLDER_SPLIT_NOTE] if name + FOLDER_SPLIT_NOTE in present else [])
-    return out
-
-
-def base2new_wide(summary: pd.DataFrame, datasets: Sequence[str], names: Sequence[str]) -> pd.DataFrame:
-    """Table 1 as the paper prints it: rows (dataset, method), columns base / new / H, ours and paper."""
-    s = summary.assign(col=summary["split"].map({"base": "base", "new": "new", "base2new": "H"}))
-    order = with_labels(list(datasets) + ["Average"], s["dataset"])
-    wide = s.pivot_table(index=["dataset", "method"], columns="col", values=_value_columns(s))
-    return wide.reindex(pd.MultiIndex.from_product([order, list(names)]), fill_value=np.nan).round(2)
-
-
-def _value_columns(summary: pd.DataFrame) -> list[str]:
-    return [c for c in ("ours", "paper") if c in summary]

@@ -5,9 +5,9 @@ profile gives the data root and the CLIP teacher through `profiles.resolve`), th
 students notebooks 11 and 12 start from, the table builders and the figures of what is not a table
 (masks, teacher similarity, example predictions; each table's figure is in `workbook.plots`):
 
-    cfgs = mvp.pretrain_cfgs("mini", {"optim": {"epochs": 20}}, ["clip", "pixel"])
-    runs = mvp.ensure_pretrained("mini", cfgs)          # cached pretrain runs + results/mini/mvp/pretrained.json
-    exports = mvp.pretrained_exports("mini")            # what notebooks 11/12 fine-tune
+    cfgs = mvp.pretrain_cfgs("mini", {"optim": {"epochs": 20}}, ["clip", "pixel"])   # resolves only
+    runs = mvp.ensure_pretrained("mini", cfgs)          # the pre-training runs (cached by config)
+    exports = mvp.pretrained_exports("mini")            # notebook 10's students: where its runs' exports are
     cfg = mvp.finetune_cfg("mini", {}, "MVP", 0, exports)
 
 Targets are plug-ins (`vlpt_lib.methods.targets`): a table row label per target (`method_targets()`: label ->
@@ -15,15 +15,15 @@ target name, "Scratch" -> None), `table_methods(targets)` the rows of tables 11/
 `colors()` a plot colour per row label, all from the registry (a plug-in target listed in $VLPT_PLUGINS shows
 up in all three).
 
-The recipe card (every recipe value a run uses, with its source) is drawn before anything runs: the
-same functions with dry=True resolve the same configs without generating a world, training the mini
-CLIP or pre-training (`planned_exports` says where notebook 10's exports will be), and
-`recipe_card(job, {label: cfg})` renders them; the notebooks then check that what runs equals the card.
+The cfg functions are pure (profiles.resolve names the data root and CLIP; nothing is generated), so the
+recipe card (`recipe_card(job, {label: cfg})`: every recipe value a run uses, with its source) shows the very
+configs that run, before anything runs; `profiles.prepare` then generates the world and trains the mini CLIP.
+Notebook 10's students are found from its runs' folders (`pretrained_exports`: jobs.launch.run_dir_for of its
+cfgs), the one record of what was pre-trained.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -43,7 +43,6 @@ from ..jobs import finetune, pretrain, segment
 from ..jobs.launch import load_result, resolve_config, run_dir_for, run_jobs
 from ..methods import targets as mim_targets
 from ..models.mvp import ClipTeacher, MVPStudent, arch_spec, export_kwargs, patch_similarity
-from ..utils.io import atomic_write
 from . import params, paths, profiles, recipe, tables
 from .params import merge
 
@@ -106,54 +105,28 @@ JOBS = {"pretrain": pretrain, "finetune": finetune, "segment": segment}
 
 
 def recipe_card(job: str, cfgs: Mapping[str, Mapping]) -> pd.DataFrame:
-    """The recipe card of resolved `job` configs, one column per label (targets or methods): every recipe
-    value with its source (the Config's field descriptions); how-to-run settings are left off. Column
-    "paper recipe": the job's default (= the paper recipe the source names) where this run differs from it
-    (a smoke / mini diff or a notebook parameter); empty where the run uses the paper's value."""
-    config = JOBS[job].Config
-    card = recipe.recipe_card({str(label): config.model_validate(cfg) for label, cfg in cfgs.items()})
-    paper = recipe.recipe_card(config())["value"].reindex(card.index)
-    labels = [c for c in card.columns if c != "source"]
-    differs = card[labels].ne(paper, axis=0).any(axis=1) & ~card["source"].str.startswith("workbook parameter")
-    card.insert(len(labels), "paper recipe", paper.where(differs, ""))
-    return card
-
-
-def _world(profile: str, data_root=None, clip_model=None, clip_pretrained=None, clip_quick_gelu=None, *,
-           need_clip: bool = True, dry: bool = False) -> tuple[str | None, dict]:
-    """(data root, clip) of `profiles.resolve`; dry=True: the same values without generating the world or
-    training the mini CLIP (paper without a data root: None, where the real call stops and says why)."""
-    if not dry:
-        world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
-                                 need_clip=need_clip)
-        return str(world.data_root), dict(world.clip)
-    if profile == "paper":
-        root = data_root or os.environ.get("VLPT_DATA_ROOT")
-        root = str(Path(root).expanduser()) if root else None
-    else:
-        root = str(Path(data_root).expanduser() if data_root else paths.world_dir(profile))
-    clip = profiles.clip_of(profile, clip_model, clip_pretrained, clip_quick_gelu) if need_clip else {}
-    return root, clip
+    """The recipe card of resolved `job` configs, one column per label (targets or methods), in the card format
+    every table shares (recipe.paper_card): the values, the paper recipe's, a mark where they differ, the source."""
+    return recipe.paper_card({str(label): JOBS[job].Config.model_validate(cfg) for label, cfg in cfgs.items()})
 
 
 # ----- 10: pre-training ---------------------------------------------------------------------------
 def pretrain_cfgs(profile: str, job: Mapping, targets: Iterable[str] | None = None, *, data_root=None,
                   clip_model=None, clip_pretrained=None, clip_quick_gelu=None, device="auto", precision="auto",
-                  threads=None, num_workers=0, dry: bool = False) -> dict[str, dict]:
-    """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs.
-    dry=True: the same cfgs without generating the world or training the mini CLIP (the recipe card).
-    `targets`: registered target names (None: all of them)."""
+                  threads=None, num_workers=0) -> dict[str, dict]:
+    """One pretrain cfg per target: notebook 10's job dict + the profile's data root and CLIP + env knobs (pure:
+    nothing is generated). `targets`: registered target names (None: all of them)."""
     targets = list(mim_targets.names() if targets is None else targets)
     specs = {t: mim_targets.get(t) for t in targets}  # ValueError naming the registered targets
     PARAM_CHECKS["pretrain"](job)
-    root, clip = _world(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
-                        need_clip=any(spec.needs_clip for spec in specs.values()), dry=dry)
+    world = profiles.resolve(profile, data_root, clip_model, clip_pretrained, clip_quick_gelu,
+                             need_clip=any(spec.needs_clip for spec in specs.values()))
     cfgs = {}
     for target in targets:
         cfg = merge(job, {"target": target, **_env(device, precision, threads, num_workers)})
-        cfg = merge(cfg, {"data": {"root": root}})
+        cfg = merge(cfg, {"data": {"root": str(world.data_root) if world.data_root else None}})
         if specs[target].needs_clip:
-            cfg["clip"] = dict(clip)
+            cfg["clip"] = dict(world.clip)
         cfgs[target] = resolve_config("pretrain", cfg)
     return cfgs
 
@@ -163,8 +136,7 @@ def params_targets(profile: str) -> list[str]:
     return list(params.effective(PRETRAIN_NOTEBOOK, profile)["targets"])
 
 
-def _params_pretrain_cfgs(profile: str, dry: bool = False, targets: Iterable[str] | None = None
-                          ) -> tuple[dict, dict[str, dict]]:
+def _params_pretrain_cfgs(profile: str, targets: Iterable[str] | None = None) -> tuple[dict, dict[str, dict]]:
     """(notebook 10's effective params, its pretrain cfgs for `targets`, None: the targets it lists) on `profile`."""
     p = params.effective(PRETRAIN_NOTEBOOK, profile)
     targets = list(p["targets"] if targets is None else targets)
@@ -172,66 +144,39 @@ def _params_pretrain_cfgs(profile: str, dry: bool = False, targets: Iterable[str
                          clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
                          clip_quick_gelu=p.get("clip_quick_gelu"), device=p.get("device", "auto"),
                          precision=p.get("precision", "auto"), threads=p.get("threads"),
-                         num_workers=p.get("num_workers", 0), dry=dry)
+                         num_workers=p.get("num_workers", 0))
     return p, cfgs
 
 
-def index_path(profile: str) -> Path:
-    """results/<profile>/mvp/pretrained.json: target -> exported student, written by notebook 10."""
-    return paths.results_dir(profile) / "mvp" / "pretrained.json"
-
-
 def ensure_pretrained(profile: str, cfgs: Mapping[str, dict], **launch) -> dict[str, dict]:
-    """Run (or fetch from the run cache) the pre-training of each target; update the index; return the results.
+    """Run (or fetch from the run cache) the pre-training of each target; return the results.
     `launch`: run_jobs' options (launcher, nproc, slurm, force, workers)."""
     results = run_jobs([("pretrain", cfg) for cfg in cfgs.values()], paths.runs_dir(profile), **launch)
-    runs = dict(zip(cfgs, results))
-    index = {t: {"export": r["export"], "model_name": r["model_name"], "kwargs": r["kwargs"],
-                 "run_id": r.get("run_id"), "final_loss": r.get("final_loss")} for t, r in runs.items()}
-    path = index_path(profile)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    atomic_write(path, json.dumps({**old, **index}, indent=2))
-    return runs
+    return dict(zip(cfgs, results))
 
 
-def _complete_index(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict | None:
-    """The index, if it holds an existing export for each of `targets` (None: the targets notebook 10's params
-    list); other entries it may hold are not required."""
-    path = Path(index_file) if index_file else index_path(profile)
-    if path.exists():
-        index = json.loads(path.read_text())
-        need = list(params_targets(profile) if targets is None else targets)
-        if all(t in index and Path(index[t]["export"]).exists() for t in need):
-            return index
-    return None
-
-
-def pretrained_exports(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict:
-    """The exported students for notebooks 11/12: the index notebook 10 wrote if it holds `targets` (None: the
-    targets of notebook 10's params; notebooks 11/12 pass `targets_of(methods)`), else notebook 10's runs of
-    those targets (its parameters cell + params/<profile>/10_mvp_pretrain.yaml, so the same cached runs)."""
-    index = _complete_index(profile, index_file, targets)
-    if index is not None:
-        return index
-    p, cfgs = _params_pretrain_cfgs(profile, targets=targets)
-    ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
-                      slurm=p.get("slurm"), workers=p.get("workers", 1))
-    return json.loads(index_path(profile).read_text())
-
-
-def planned_exports(profile: str, index_file=None, targets: Iterable[str] | None = None) -> dict:
-    """What `pretrained_exports` will return, without running anything: the index notebook 10 wrote, else
-    the export files of notebook 10's (cached or future) runs, with the layout they will have."""
-    index = _complete_index(profile, index_file, targets)
-    if index is not None:
-        return index
-    _, cfgs = _params_pretrain_cfgs(profile, dry=True, targets=targets)
+def pretrained_exports(profile: str, targets: Iterable[str] | None = None) -> dict[str, dict]:
+    """target -> {export, model_name, kwargs}: the students notebook 10's runs export (its parameters cell +
+    params/<profile>/10_mvp_pretrain.yaml; `targets` None: the targets it lists), found from their run folders
+    (run_dir_for), whether they ran yet or not; nothing runs (`ensure_exports` runs what is missing)."""
+    _, cfgs = _params_pretrain_cfgs(profile, targets)
     out = {}
     for target, cfg in cfgs.items():
         s = cfg["student"]
         out[target] = {"export": str(run_dir_for("pretrain", cfg, paths.runs_dir(profile)) / pretrain.EXPORT_NAME),
                        "model_name": arch_spec(s["arch"])[0], "kwargs": export_kwargs(s["arch"], s["layer_scale_init"])}
     return out
+
+
+def ensure_exports(profile: str, targets: Iterable[str] | None = None) -> dict[str, dict]:
+    """The pre-training runs behind `pretrained_exports` (notebook 10's, served from the cache when they ran; run
+    here, with notebook 10's launch parameters, when they did not); returns their results."""
+    p, cfgs = _params_pretrain_cfgs(profile, targets)
+    world = profiles.resolve(profile, p.get("data_root"), p.get("clip_model"), p.get("clip_pretrained"),
+                             p.get("clip_quick_gelu"), need_clip=any("clip" in c for c in cfgs.values()))
+    profiles.prepare(world)
+    return ensure_pretrained(profile, cfgs, launcher=p.get("launcher", "inline"), nproc=p.get("nproc", 1),
+                             slurm=p.get("slurm"), workers=p.get("workers", 1))
 
 
 def pretrain_summary(runs: Mapping[str, dict]) -> pd.DataFrame:
@@ -317,36 +262,34 @@ def init_of(method: str, exports: Mapping[str, dict]) -> dict:
         raise ValueError(f"unknown method {method!r}; expected one of {tuple(rows)}")
     target = rows[method]
     if target is not None and target not in exports:
-        raise ValueError(f"method {method!r} starts from target {target!r}, which the pre-training index does not "
-                         f"hold (it holds {sorted(exports)}): add it to notebook 10's targets")
+        raise ValueError(f"method {method!r} starts from target {target!r}, which notebook 10 does not pre-train "
+                         f"(its exports: {sorted(exports)}): add it to notebook 10's targets")
     arch = exports[target] if target else next(iter(exports.values()))  # one student config for every target
     return {"checkpoint": exports[target]["export"] if target else None, "model_name": arch["model_name"],
             "kwargs": arch["kwargs"]}
 
 
 def _downstream_cfg(job: str, profile: str, diff: Mapping, method: str, seed: int, exports: Mapping, *,
-                    data_root, device, precision, threads, num_workers, dry) -> dict:
+                    data_root, device, precision, threads, num_workers) -> dict:
     PARAM_CHECKS[job](diff)
-    root, _ = _world(profile, data_root, need_clip=False, dry=dry)
+    root = profiles.resolve(profile, data_root, need_clip=False).data_root
     cfg = merge(diff, {"seed": seed, "method": method, "init": init_of(method, exports),
                        **_env(device, precision, threads, num_workers)})
-    return resolve_config(job, merge(cfg, {"data": {"root": root}}))
+    return resolve_config(job, merge(cfg, {"data": {"root": str(root) if root else None}}))
 
 
 def finetune_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
-                 device="auto", precision="auto", threads=None, num_workers=0, dry: bool = False) -> dict:
-    """Notebook 11's job dict for one (method, seed) + the exported student + the profile's data root
-    (dry=True: without generating the world; with `planned_exports`, the recipe card)."""
+                 device="auto", precision="auto", threads=None, num_workers=0) -> dict:
+    """Notebook 11's job dict for one (method, seed) + the exported student + the profile's data root (pure)."""
     return _downstream_cfg("finetune", profile, job, method, seed, exports, data_root=data_root, device=device,
-                           precision=precision, threads=threads, num_workers=num_workers, dry=dry)
+                           precision=precision, threads=threads, num_workers=num_workers)
 
 
 def segment_cfg(profile: str, job: Mapping, method: str, seed: int, exports: Mapping, *, data_root=None,
-                device="auto", precision="auto", threads=None, num_workers=0, dry: bool = False) -> dict:
-    """Notebook 12's job dict for one (method, seed) + the exported student + the profile's data root
-    (dry=True: without generating the world; with `planned_exports`, the recipe card)."""
+                device="auto", precision="auto", threads=None, num_workers=0) -> dict:
+    """Notebook 12's job dict for one (method, seed) + the exported student + the profile's data root (pure)."""
     return _downstream_cfg("segment", profile, job, method, seed, exports, data_root=data_root, device=device,
-                           precision=precision, threads=threads, num_workers=num_workers, dry=dry)
+                           precision=precision, threads=threads, num_workers=num_workers)
 
 
 def rows_of(runs: Mapping) -> list[dict]:

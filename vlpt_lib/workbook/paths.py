@@ -50,6 +50,20 @@ def paper_data_root(data_root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as a page shows it: relative to the repository or to $VLPT_RESULTS_ROOT when it lies in one (an
+    executed notebook or a report names no folder of the machine that made it); other paths (a user's data
+    root) as they are."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    for base, name in ((results_root().resolve(), "$VLPT_RESULTS_ROOT" if "VLPT_RESULTS_ROOT" in os.environ
+                        else "results"), (REPO_ROOT, ".")):
+        if path.resolve().is_relative_to(base):
+            return str(Path(name) / path.resolve().relative_to(base))
+    return str(path)
+
+
 def runs_dir(profile: str) -> Path:
     """The job runs of a profile, one folder per job and resolved config (vlpt_lib.jobs.launch)."""
     return results_dir(profile) / "runs"

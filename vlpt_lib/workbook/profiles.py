@@ -1,7 +1,8 @@
 """The one place that turns a profile into what jobs need: a data root and CLIP weights.
 
-    world = profiles.resolve("mini")          # generates the mini world and trains its CLIP once
-    world.data_root, world.clip               # Path, {"model_name", "pretrained", "quick_gelu"}
+    world = profiles.resolve("mini")          # names the data root and the CLIP: nothing is generated or read
+    world.data_root, world.clip               # Path (None: paper without a root yet), {"model_name", ...}
+    profiles.prepare(world)                   # generates the mini world and trains its CLIP once (cached)
 
 Jobs receive these explicit paths and never know which profile they serve:
 - smoke / mini: a procedurally generated world (vlpt_lib.worlds.mini_world) under
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..data.check import data_requirements as check
 from ..worlds.mini_world import config_hash, ensure_world, world_config
 from ..worlds.paper_world import ensure_paper_world
-from ..jobs.launch import run_dir_for, run_job
+from ..jobs.launch import CODE_CHANGE_ENV, run_dir_for, run_job
 from ..models.clip import RANDOM_WEIGHTS, _is_path, tag_quick_gelu
 from . import paths
 
@@ -65,7 +66,7 @@ def code_change_policy(profile: str) -> str:
 @dataclass
 class Resolved:
     profile: str
-    data_root: Path
+    data_root: Path | None  # None: the paper profile before `data_root` / $VLPT_DATA_ROOT is set
     clip: dict = field(default_factory=dict)  # {"model_name", "pretrained", "quick_gelu"}; {} when not needed
 
 
@@ -116,21 +117,32 @@ def clip_of(profile: str, clip_model: str | None = None, clip_pretrained: str | 
 
 
 def resolve(profile: str, data_root=None, clip_model: str | None = None, clip_pretrained: str | None = None,
-            clip_quick_gelu: bool | None = None, need_clip: bool = True, prepare: bool = True) -> Resolved:
-    """Data root and CLIP of a profile; explicit values (a notebook's parameters) win over the profile's.
-
-    prepare=False only names the paths (smoke/mini: the world is not generated, the mini CLIP not
-    trained), e.g. for a recipe card shown before anything runs; the result is the same."""
+            clip_quick_gelu: bool | None = None, need_clip: bool = True) -> Resolved:
+    """Data root (absolute) and CLIP of a profile; explicit values (a notebook's parameters) win over the
+    profile's. Pure: it names paths, generates and reads nothing (the recipe card, `reproduce --status` and the
+    run all see the same values); `prepare` makes them exist."""
     if profile == "paper":
-        root = paths.paper_data_root(data_root)
-    elif data_root:
-        root = Path(data_root).expanduser()
+        root = data_root or os.environ.get("VLPT_DATA_ROOT") or None
     else:
-        root = ensure_world_of(profile) if prepare else paths.world_dir(profile)
+        root = data_root or paths.world_dir(profile)
+    root = Path(os.path.abspath(Path(root).expanduser())) if root else None
     clip = clip_of(profile, clip_model, clip_pretrained, clip_quick_gelu) if need_clip else {}
-    if need_clip and profile != "paper" and not clip_pretrained and prepare:
-        ensure_mini_clip(profile)
-    return Resolved(profile, Path(root), clip)
+    return Resolved(profile, root, clip)
+
+
+def prepare(world: Resolved) -> Resolved:
+    """Make a resolved profile ready for its jobs: smoke/mini generate their world and train their mini CLIP
+    (once, cached); paper needs its data root set (FileNotFoundError saying how). This process's jobs then follow
+    the profile's rule for runs made by other code (code_change_policy; `reproduce` sets it for its kernels)."""
+    os.environ.setdefault(CODE_CHANGE_ENV, code_change_policy(world.profile))
+    if world.profile == "paper":
+        paths.paper_data_root(world.data_root)  # raises naming data_root / $VLPT_DATA_ROOT when neither is set
+        return world
+    if world.data_root == Path(os.path.abspath(paths.world_dir(world.profile))):
+        ensure_world_of(world.profile)
+    if world.clip and world.clip["pretrained"] == str(mini_clip_weights(world.profile)):
+        ensure_mini_clip(world.profile)
+    return world
 
 
 def ensure_dry_run_world(force: bool = False) -> Path:

@@ -207,18 +207,13 @@ def _absolute(path) -> str:
 
 
 def data_root_of(profile: str, params: dict, nb_path: Path) -> str | None:
-    """The data root a notebook reads, absolute: its data_root parameter, else $VLPT_DATA_ROOT (paper) or the
-    generated world (smoke/mini). None: it has no data_root parameter, or the paper profile has no root (the
-    notebook stops and says so)."""
+    """The data root a notebook reads, absolute (profiles.resolve of its data_root parameter). None: it has no
+    data_root parameter, or the paper profile has no root (the notebook stops and says so)."""
     defaults = notebook_params.notebook_defaults(nb_path)
     if "data_root" not in defaults:
         return None
-    root = {**defaults, **params}.get("data_root")
-    if not root and profile == "paper":
-        root = os.environ.get("VLPT_DATA_ROOT")
-    if not root:
-        return None if profile == "paper" else str(paths.world_dir(profile))
-    return _absolute(root)
+    root = profiles.resolve(profile, {**defaults, **params}.get("data_root"), need_clip=False).data_root
+    return str(root) if root else None
 
 
 def _record(profile: str, name: str) -> dict | None:
@@ -361,6 +356,7 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
         with contextlib.ExitStack() as stack:
             if threading.current_thread() is threading.main_thread():  # one notebook at a time: this process too
                 stack.enter_context(_environ(kernel_env))
+            stack.enter_context(_following(name, run_log))
             pm.execute_notebook(str(src), str(partial), parameters=params, kernel_name="python3",
                                 progress_bar=False, log_output=False,
                                 kernel_manager_class=_kernel_manager(kernel_env, src.parent),
@@ -387,6 +383,7 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
     except BaseException:  # KeyboardInterrupt (or SystemExit) in the runner itself
         _interrupted(record, base, partial, start)
         raise
+    _portable(partial, params.get("data_root"))
     os.replace(partial, out)
     seconds = round(time.time() - start, 1)
     tables = [t for t, spec in TABLES.items()
@@ -395,6 +392,39 @@ def _execute(name: str, profile: str, src: Path, params: dict, parts: dict, reas
                            "runs": _runs_used(run_log), "tables": tables})
     run_log.unlink(missing_ok=True)
     return Outcome(name, "ran" if status == "ok" else "failed", seconds, message, reason, data_missing)
+
+
+def _portable(executed: Path, data_root: str | None) -> None:
+    """Write the executed notebook's outputs with this machine's folders named as the user sets them ($VLPT_RESULTS_ROOT
+    or results/, the repository as ., the data root as $VLPT_DATA_ROOT): the copy is committed and published (the
+    report), and the paths of the machine that ran it mean nothing elsewhere."""
+    results = paths.results_root().resolve()
+    roots = [(str(results), "$VLPT_RESULTS_ROOT" if os.environ.get("VLPT_RESULTS_ROOT") else "results"),
+             (str(paths.REPO_ROOT), ".")]
+    if data_root and not Path(data_root).resolve().is_relative_to(results):
+        roots.append((str(Path(data_root).resolve()), "$VLPT_DATA_ROOT"))
+    roots.sort(key=lambda r: -len(r[0]))  # the longest first: a results root inside the repository
+
+    def rewrite(text: str) -> str:
+        for root, name in roots:
+            text = text.replace(root + os.sep, name + os.sep).replace(root, name)
+        return text
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return  # nothing readable to rewrite (the run's error is what gets reported)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = rewrite(output["text"])
+            for kind in ("text/plain", "text/html", "text/markdown"):
+                if kind in output.get("data", {}):
+                    value = output["data"][kind]
+                    output["data"][kind] = rewrite(value if isinstance(value, str) else "".join(value))
+            if "traceback" in output:
+                output["traceback"] = [rewrite(line) for line in output["traceback"]]
+    nbformat.write(nb, executed)
 
 
 def _now() -> str:
@@ -429,8 +459,57 @@ def _runs_used(run_log: Path) -> list[dict]:
     for line in run_log.read_text().splitlines():
         if line.strip():
             entry = json.loads(line)
-            runs[entry["run_dir"]] = entry
+            if entry.get("event") != "start":
+                runs[entry["run_dir"]] = entry
     return list(runs.values())
+
+
+@contextlib.contextmanager
+def _following(name: str, run_log: Path):
+    lines = _JobLines(name, run_log)
+    lines.start()
+    try:
+        yield
+    finally:
+        lines.done.set()
+        lines.join()
+
+
+class _JobLines(threading.Thread):
+    """Follows a running notebook's run log ($VLPT_RUN_LOG): a line under the bar when one of its job runs starts
+    computing and when it finishes (served-from-cache runs stay quiet), so a long notebook is never silent."""
+
+    def __init__(self, name: str, run_log: Path):
+        super().__init__(daemon=True)
+        self.name_, self.run_log, self.done, self.started = name, run_log, threading.Event(), {}
+
+    def run(self) -> None:
+        offset = 0
+        while not self.done.wait(2.0):
+            offset = self._follow(offset)
+        self._follow(offset)
+
+    def _follow(self, offset: int) -> int:
+        try:
+            with open(self.run_log, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode()
+        except OSError:
+            return offset
+        complete = text[:text.rfind("\n") + 1]  # a line being written is read next time
+        for line in complete.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            run = Path(entry["run_dir"]).name
+            if entry.get("event") == "start":
+                self.started[run] = entry["at"]
+                tqdm.write(f"    {self.name_}: {run} started")
+            elif run in self.started:
+                seconds = entry.get("at", time.time()) - self.started.pop(run)
+                tqdm.write(f"    {self.name_}: {run} finished in {seconds:.0f} s")
+        return offset + len(complete.encode())
 
 
 _KERNELS: set = set()  # kernel managers of the notebooks running now (an interrupt reaches each)
@@ -680,6 +759,16 @@ def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path |
         overrides = _overrides(name, todo, selective, extra, needs)
         return run_notebook(name, profile, force=force, nb_dir=nb_dir, p_dir=p_dir, overrides=overrides)
 
+    last_seconds = {**_committed_seconds(profile), **{n: (_record(profile, n) or {}).get("seconds") for n in todo
+                                                      if (_record(profile, n) or {}).get("status") == "ok"}}
+
+    def eta(running_names) -> str:
+        """Time left if each notebook left takes what its last recorded run took (a cached one takes less)."""
+        left = [n for n in pending + list(running_names) if n not in ALWAYS_RUN]
+        if any(last_seconds.get(n) is None for n in left):
+            return "time left: unknown"
+        return f"at most ~{sum(last_seconds[n] for n in left) / 60 / max(1, notebooks):.0f} min left (last runs' times)"
+
     with tqdm(total=len(todo), desc=f"reproduce [{profile}]", unit="notebook", dynamic_ncols=True) as bar, \
             ThreadPoolExecutor(max(1, notebooks), thread_name_prefix="notebook") as pool:
         running: dict = {}
@@ -692,11 +781,12 @@ def _reproduce_locked(profile: str, todo: list[str], force: bool, nb_dir: Path |
                 elif len(running) < max(1, notebooks) and waits_for[name] <= set(outcomes):
                     pending.remove(name)
                     if notebooks <= 1:  # one at a time: in this thread (an interrupt reaches it directly)
+                        bar.set_postfix_str(f"{name} · {eta([name])}")
                         outcomes[name] = _finish(bar, run(name))
                         failed = failed or (outcomes[name] if outcomes[name].status == "failed" else None)
                         break
                     running[pool.submit(run, name)] = name
-                    bar.set_postfix_str(", ".join(running.values()))
+                    bar.set_postfix_str(", ".join(running.values()) + " · " + eta(running.values()))
             if not running:
                 if pending and failed is None and not any(waits_for[n] <= set(outcomes) for n in pending):
                     raise RuntimeError(f"cannot order the notebooks {pending}: each waits for another")

@@ -1,8 +1,9 @@
 """Tidy result tables, written atomically, and the papers' reference numbers beside them.
 
-One row per measured number: table, method, dataset, split, seed, metric, value (+ profile, run_id).
-`paper_table(name, profile)` shapes a table as its paper prints it (ours as mean ± std over seeds, the
-paper's value, Δ); the report and the notebooks render that one frame.
+One row per measured number: table, method, dataset, split, seed, metric, value (+ profile, run_id); a CSV
+holds nothing else (no averages, no H: `workbook.derived` computes those, for the tables, the claims and the
+figures alike). `paper_table(name, profile)` holds a table's numbers as its paper prints them (ours as mean ± std
+over seeds, the paper's value, Δ); the report, the notebooks and the figures use that one frame.
 """
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 
 from ..methods import prompt as prompt_methods
 from ..methods import targets as mim_targets
 from ..utils.faults import fault_point
 from ..utils.io import atomic_write
-from . import paths
+from . import derived, paths
 
 COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "profile", "run_id"]
 REFERENCE_COLUMNS = ["table", "method", "dataset", "split", "seed", "metric", "value", "source"]
@@ -163,12 +163,17 @@ def to_frame(rows: Iterable[Mapping], profile: str | None = None, table: str | N
     seed = pd.to_numeric(df["seed"], errors="coerce")
     if ((seed % 1).fillna(0) != 0).any():
         raise ValueError(f"seeds must be whole numbers, got {sorted(set(df['seed'].dropna()))}")
-    df["seed"] = seed.astype("Int64")  # written as 1, not 1.0 (derived rows keep an empty seed)
+    df["seed"] = seed.astype("Int64")  # written as 1, not 1.0
+    if derived.is_derived(df).any():
+        raise ValueError("a table holds one row per measured seed only; averages and H are computed from them "
+                         f"(workbook.derived), not stored. Rows without a seed or named {derived.AVERAGE!r}:\n"
+                         f"{df[derived.is_derived(df)].head()}")
     return df[COLUMNS]
 
 
 def save_table(table: str, rows: Iterable[Mapping], profile: str) -> Path:
-    """Write results/<profile>/tables/<table>.csv (the whole table, replacing an older one)."""
+    """Write results/<profile>/tables/<table>.csv (the whole table, replacing an older one): one row per measured
+    seed, nothing derived (to_frame refuses an Average row or a row without a seed)."""
     df = to_frame(rows, profile=profile, table=table)
     buf = io.StringIO()
     df.to_csv(buf, index=False)
@@ -178,10 +183,12 @@ def save_table(table: str, rows: Iterable[Mapping], profile: str) -> Path:
 
 
 def load_table(table: str, profile: str) -> pd.DataFrame:
+    """The measured rows of results/<profile>/tables/<table>.csv. A CSV written before `workbook.derived` also
+    holds the Average and H rows the notebooks used to store: they are left out (and recomputed)."""
     path = tables_dir(profile) / f"{table}.csv"
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path)
+    return derived.measured(pd.read_csv(path)).reset_index(drop=True)
 
 
 def load_reference(table: str) -> pd.DataFrame:
@@ -201,13 +208,8 @@ def save_figure(fig, name: str, profile: str, dpi: int = 120) -> Path:
 
 
 def ours_summary(table: str, profile: str) -> pd.DataFrame:
-    """Our rows averaged over seeds: one row per (method, dataset, split, metric)."""
-    df = load_table(table, profile)
-    if df.empty:
-        return pd.DataFrame(columns=KEYS + ["ours", "ours_std", "seeds"])
-    g = df.groupby(KEYS, sort=False)["value"]
-    # sample std over seeds (NaN with one seed), as in the report and the claims' standard errors
-    return pd.DataFrame({"ours": g.mean(), "ours_std": g.std(), "seeds": g.count()}).reset_index()
+    """Our rows averaged over seeds: one row per (method, dataset, split, metric) (derived.summary)."""
+    return derived.summary(load_table(table, profile))
 
 
 def compare(table: str, profile: str) -> pd.DataFrame:
@@ -224,50 +226,28 @@ def compare(table: str, profile: str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- the paper's shape
 FIELDS = ("ours", "std", "n", "paper", "delta")  # the last column level of PaperTable.frame
+SOURCE = " (source)"  # Tables 2 and 3: the source dataset's row label is its name + SOURCE
 
 
 @dataclass
 class PaperTable:
-    """A table as its paper prints it. `frame`: one row per dataset (or method), columns (group..., field) with
-    field in FIELDS: ours = mean over seeds, std = their sample std (NaN: one seed, or a derived value such as
-    H), n = seeds, paper, delta = ours - paper. `context`: reference rows of methods this workbook does not run."""
+    """A table's numbers as its paper prints them (all computed by workbook.derived). `frame`: one row per dataset
+    (layouts "base2new", "transfer": the source first, then the average; "datasets") or per method ("methods");
+    columns (group..., field) with group (method, "base" | "new" | "H") in Table 1, (method,) in Tables 2-3,
+    (metric label,) in the MVP tables and field in FIELDS: ours = mean over seeds, std = their sample std (NaN:
+    one seed, or a derived value such as H), n = seeds, paper, delta = ours - paper. `context`: reference rows of
+    methods this workbook does not run. `methods`: the methods shown, in order; `source`: the source dataset
+    (Tables 2 and 3; its row label is `source + SOURCE`), `average`: the average's row label ("" where none)."""
     name: str
     title: str
     frame: pd.DataFrame
     context: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     measured: bool = False
-
-
-def harmonic_mean(base: float, new: float) -> float:
-    """H = 2 base new / (base + new); 0 when both are 0; NaN (shown as a dash) when either was not measured."""
-    if math.isnan(base) or math.isnan(new):
-        return math.nan
-    return 2 * base * new / (base + new) if base + new > 0 else 0.0
-
-
-def _stats(values: pd.Series, paper: float = math.nan) -> dict:
-    """ours / std / n over the per-seed values, the paper's number and the difference."""
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    mean = v.mean() if len(v) else math.nan
-    return {"ours": mean, "std": v.std() if len(v) > 1 else math.nan, "n": len(v), "paper": paper,
-            "delta": mean - paper}
-
-
-def _derived(ours: float, paper: float, n: int) -> dict:
-    return {"ours": ours, "std": math.nan, "n": n, "paper": paper, "delta": ours - paper}
-
-
-def per_seed_mean(acc: pd.DataFrame, datasets: list[str]) -> pd.Series:
-    """Per seed, the mean over `datasets` (seeds that lack one of them are left out)."""
-    part = acc[acc["dataset"].isin(datasets)]
-    full = part.groupby("seed")["dataset"].nunique() == len(datasets)
-    return part[part["seed"].isin(full[full].index)].groupby("seed")["value"].mean()
-
-
-def _paper_mean(paper: pd.Series, keys: list) -> float:
-    values = [paper.get(k, math.nan) for k in keys]
-    return float(np.mean(values)) if keys and not any(pd.isna(values)) else math.nan
+    layout: str = "methods"
+    methods: list[str] = field(default_factory=list)
+    source: str = ""
+    average: str = ""
 
 
 def _frame(cells: dict[str, dict[tuple, dict]]) -> pd.DataFrame:
@@ -287,73 +267,31 @@ def _seeds_note(ours: pd.DataFrame, methods: list[str]) -> str:
         return "1 run (zero-shot: no training, no seed spread)" if is_zero_shot(m) else f"{n} seed{'s' if n != 1 else ''}"
 
     parts = [f"{m} {seeds(m)}" for m in methods]
-    return "ours: mean ± std over seeds (" + "; ".join(parts) + "); Δ = ours − paper."
+    return ("ours: mean ± std over seeds (" + "; ".join(parts) + "); Δ = ours − paper, set small: it measures how "
+            "far this profile's world and models are from the paper's, not an error; — = not measured.")
 
 
-def _base2new(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    acc = ours[(ours["metric"] == "acc") & (ours["dataset"] != "Average")]
-    datasets = list(dict.fromkeys(acc["dataset"])) or [d for d in dict.fromkeys(ref["dataset"]) if d != "Average"]
-    paper = ref.set_index(["method", "dataset", "split"])["value"]
-    cells: dict[str, dict] = {d: {} for d in datasets}
-    average = f"Average ({len(datasets)} datasets)"
-    cells[average] = {}
-    for m in methods:
-        mine = acc[acc["method"] == m]
-        for d in datasets:
-            b, n = (_stats(mine[(mine["dataset"] == d) & (mine["split"] == s)]["value"], paper.get((m, d, s), math.nan))
-                    for s in ("base", "new"))
-            cells[d][(m, "base")], cells[d][(m, "new")] = b, n
-            cells[d][(m, "H")] = _derived(harmonic_mean(b["ours"], n["ours"]), paper.get((m, d, "base2new"), math.nan),
-                                          min(b["n"], n["n"]))
-        pb, pn = (_paper_mean(paper, [(m, d, s) for d in datasets]) for s in ("base", "new"))
-        b, n = (_stats(per_seed_mean(mine[mine["split"] == s], datasets), p) for s, p in (("base", pb), ("new", pn)))
-        cells[average][(m, "base")], cells[average][(m, "new")] = b, n
-        cells[average][(m, "H")] = _derived(harmonic_mean(b["ours"], n["ours"]), harmonic_mean(pb, pn),
-                                            min(b["n"], n["n"]))
-    own = ref[ref["dataset"] == "Average"].set_index(["method", "split"])["value"]
+def _base2new_notes(ref: pd.DataFrame, methods: list[str], average: str, n: int) -> list[str]:
+    own = ref[ref["dataset"] == derived.AVERAGE].set_index(["method", "split"])["value"]
     own_text = "; ".join(f"{m} {own.get((m, 'base'), math.nan):.2f} / {own.get((m, 'new'), math.nan):.2f} / "
                          f"{own.get((m, 'base2new'), math.nan):.2f}" for m in methods if (m, "base") in own.index)
-    notes = ["H: harmonic mean of the seed-averaged base and new accuracy (the paper's rule), so it has no ±.",
-             f"{average}: over the datasets run here; its paper column averages the paper's numbers over the same "
-             f"{len(datasets)} datasets (the paper's own average over its 11 datasets, base / new / H: {own_text})."]
-    return _frame(cells), notes
+    return ["H: harmonic mean of the seed-averaged base and new accuracy (the paper's rule), so it has no ±.",
+            f"{average}: per seed the mean over the {n} datasets run here, then mean ± std over seeds; its H is H of "
+            f"those averaged base and new accuracies (not the mean of the datasets' H). Its paper column averages the "
+            f"paper's numbers over the same {n} datasets (the paper's own average over its 11 datasets, base / new / "
+            f"H: {own_text})."]
 
 
-def _transfer(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str], average_of: str
-              ) -> tuple[pd.DataFrame, list[str]]:
-    acc = ours[(ours["metric"] == "acc") & (ours["dataset"] != "Average")]
-    datasets = list(dict.fromkeys(acc["dataset"])) or [d for d in dict.fromkeys(ref["dataset"]) if d != "Average"]
-    source, others = datasets[0], datasets[1:]
-    paper = ref.set_index(["method", "dataset"])["value"]
-    cells: dict[str, dict] = {(f"{d} (source)" if d == source else d): {} for d in datasets}
-    average = f"Average ({len(others)} {average_of})"
-    cells[average] = {}
-    for m in methods:
-        mine = acc[acc["method"] == m]
-        for d in datasets:
-            label = f"{d} (source)" if d == source else d
-            cells[label][(m,)] = _stats(mine[mine["dataset"] == d]["value"], paper.get((m, d), math.nan))
-        cells[average][(m,)] = _stats(per_seed_mean(mine, others), _paper_mean(paper, [(m, d) for d in others]))
-    own = ref[ref["dataset"] == "Average"].set_index("method")["value"]
+def _transfer_notes(ref: pd.DataFrame, methods: list[str], average: str, average_of: str, source: str) -> list[str]:
+    own = ref[ref["dataset"] == derived.AVERAGE].set_index("method")["value"]
     own_text = "; ".join(f"{m} {own[m]:.2f}" for m in methods if m in own.index)
-    notes = [f"{average}: per seed the mean over the {average_of} run here, then the mean over seeds; its paper "
-             f"column averages the paper's numbers over the same {average_of}"
+    unpublished = [m for m in methods if m not in set(ref["method"])]
+    return ([f"{average}: per seed the mean over the {average_of} run here ({source}, the source, left out), then "
+             f"mean ± std over seeds; its paper column averages the paper's numbers over the same {average_of}"
              + (f" (the paper's own average over its 10 targets: {own_text})." if own_text else
-                " (the paper prints no average: this row is ours).")]
-    return _frame(cells), notes
-
-
-def _methods(ours: pd.DataFrame, ref: pd.DataFrame, methods: list[str], metrics) -> pd.DataFrame:
-    paper = ref.groupby(["method", "metric"])["value"].first()
-    cells = {m: {(label,): _stats(ours[(ours["method"] == m) & (ours["metric"] == metric)]["value"],
-                                  paper.get((m, metric), math.nan)) for label, metric in metrics} for m in methods}
-    return _frame(cells)
-
-
-def _datasets(ours: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
-    datasets = list(dict.fromkeys(ours["dataset"]))
-    return _frame({d: {(m,): _stats(ours[(ours["dataset"] == d) & (ours["method"] == m)]["value"]) for m in methods}
-                   for d in datasets})
+                " (the paper prints no average: this column is ours).")]
+            + ([f"{', '.join(unpublished)}: no published number for this table (results/reference), so no paper or "
+                "Δ row."] if unpublished else []))
 
 
 def paper_table(name: str, profile: str) -> PaperTable:
@@ -369,15 +307,19 @@ def paper_table(name: str, profile: str) -> PaperTable:
     ran = [m for m in rows if m in set(ours["method"])] if measured else list(rows)
     methods = ran or list(rows)
     notes = [_seeds_note(ours, methods)] if measured and spec.paper else []
+    source = average = ""
     if spec.layout == "base2new":
-        frame, more = _base2new(ours, ref, methods)
-        notes += more
+        cells, average = derived.base2new_cells(ours, ref, methods)
+        notes += _base2new_notes(ref, methods, average, len(cells) - 1)
     elif spec.layout == "transfer":
-        frame, more = _transfer(ours, ref, methods, spec.average_of)
-        notes += more
+        cells, source, average = derived.transfer_cells(ours, ref, methods, spec.average_of)
+        notes += _transfer_notes(ref, methods, average, spec.average_of, source) if cells else []
+        if source:  # the source's row is labelled as such (the figures' axis shows it)
+            cells = {(source + SOURCE if d == source else d): row for d, row in cells.items()}
     elif spec.layout == "datasets":
-        frame = _datasets(ours, methods)
+        cells = derived.datasets_cells(ours, methods)
     else:
-        frame = _methods(ours, ref, methods, spec.metrics)
+        cells = derived.methods_cells(ours, ref, methods, spec.metrics)
     context = ref[~ref["method"].isin(methods)][["method", "dataset", "split", "metric", "value", "source"]]
-    return PaperTable(name, spec.title, frame, context.reset_index(drop=True), notes, measured)
+    return PaperTable(name, spec.title, _frame(cells), context.reset_index(drop=True), notes, measured,
+                      spec.layout, methods, source, average)

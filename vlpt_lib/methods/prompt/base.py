@@ -30,7 +30,8 @@ class ClipSpec(BaseModel):
     model_name: str = Field("ViT-B-16", description=f"{COOP} MODEL.BACKBONE.NAME ViT-B/16")
     pretrained: str | None = Field("openai", description="OpenAI's weights (CoOp clip/clip.py _MODELS): an "
                                                          "open_clip tag or a local file")
-    quick_gelu: bool | None = Field(None, description="OpenAI CLIP's QuickGELU (CoOp clip/model.py); None: the "
+    quick_gelu: bool | None = Field(None, description="workbook parameter clip_quick_gelu (the profile's: paper "
+                                                      "True, OpenAI CLIP's QuickGELU, CoOp clip/model.py); None: the "
                                                       "tag's open_clip cfg (openai: True)")
 
 
