@@ -368,6 +368,25 @@ def test_code_change_and_changed_job_data_rerun_notebooks(toy, in_process, resul
                              "t2_down": "code changed: vlpt_lib.workbook.tables"}
 
 
+def test_paper_stops_before_any_notebook_on_runs_made_by_other_code_and_keeps_them_when_asked(
+        toy, in_process, results_root, monkeypatch):
+    """The paper profile never discards a run because the code changed: reproduce names the run and the module
+    and runs nothing; --keep-runs serves it as it is and records the code change in the run."""
+    _run(toy)
+    run_dir = Path(_record(results_root, "t1_up")["runs"][0]["run_dir"])
+    _mark(run_dir)
+    _other_code(monkeypatch)
+    with pytest.raises(runner.RunsMadeByOtherCode, match=f"(?s){run_dir}: vlpt_lib.jobs.example.*--keep-runs"):
+        _run(toy)
+    assert json.loads((run_dir / "result.json").read_text())["marker"] == 1
+    assert runner.code_change_lines(PROFILE, nb_dir=toy[0])[1] == f"  {run_dir}: vlpt_lib.jobs.example"
+    _run(toy, keep_runs=True)
+    assert json.loads((run_dir / "result.json").read_text())["marker"] == 1  # kept, not recomputed
+    versions = json.loads((run_dir / "config.json").read_text())["code_versions"]
+    assert [v["how"] for v in versions] == ["started", "kept under changed code"]
+    assert runner.code_change_lines(PROFILE, nb_dir=toy[0]) == []
+
+
 def test_force_recomputes_jobs_too(toy, in_process, results_root):
     _run(toy)
     run_dir = Path(_record(results_root, "t1_up")["runs"][0]["run_dir"])

@@ -136,8 +136,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "reproduce":
         from .utils.lock import Busy
         from .workbook.params import ParamsError
-        from .workbook.runner import (DataNotReady, NotebookFailed, RunsMadeByOtherCode, status, status_header,
-                                      status_lines)
+        from .workbook.runner import (DataNotReady, NotebookFailed, RunsMadeByOtherCode, code_change_lines, status,
+                                      status_header, status_lines)
 
         try:
             args.profile = args.profile or ("paper" if args.dry_run else "mini")
@@ -148,7 +148,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 from .workbook.profiles import notebooks_at_once
 
                 at_once = args.notebooks or notebooks_at_once(args.profile)
-                print("\n".join(status_header(args.profile) + status_lines(states, at_once)))
+                print("\n".join(status_header(args.profile) + status_lines(states, at_once)
+                                 + code_change_lines(args.profile, args.only)))
                 return 0
             if args.notebooks is not None and args.notebooks < 1:
                 parser.error(f"--notebooks must be 1 or more, got {args.notebooks}")

@@ -660,6 +660,18 @@ def changed_code_runs(profile: str, todo: list[str]) -> dict[str, list[str]]:
     return changes
 
 
+def code_change_lines(profile: str, only: list[str] | None = None, nb_dir: Path | None = None) -> list[str]:
+    """`--status`'s account of the job runs made by other code (changed_code_runs) and what `reproduce` does
+    with them on this profile."""
+    present = available(nb_dir, profile)
+    changes = changed_code_runs(profile, resolve(only, present) if only else present)
+    if not changes:
+        return []
+    then = ("reproduce stops before any notebook and asks: --keep-runs or --force"
+            if profiles.code_change_policy(profile) == "stop" else "reproduce recomputes them")
+    return [f"job runs made by other code ({then}):", code_change_message(changes)]
+
+
 def code_change_stop(changes: dict[str, list[str]]) -> str:
     return ("These job runs were made by other code (the modules whose code changed since):\n"
             f"{code_change_message(changes)}\n"
