@@ -86,3 +86,26 @@ def test_bars_are_drawn_only_where_someone_watches(kernel, monkeypatch):
     for _ in progress.bar(range(3)):
         pass
     assert kernel.frames == []
+
+
+def test_bars_that_leave_nothing_take_turns_in_one_output_per_cell(kernel):
+    """Forty epochs' bars (leave=False) in one cell keep one output, not forty: the cell's log lines stay above
+    Lab's "Show more outputs" fold; a new cell starts its own."""
+    kernel.shell.execution_count = 1
+    outputs = []
+    real_show = progress.show
+
+    def counting_show(obj, **kw):
+        outputs.append(obj)
+        return real_show(obj, **kw)
+
+    progress.show = counting_show
+    try:
+        for _ in range(3):
+            list(progress.bar(range(2), leave=False))
+        assert len(outputs) == 1
+        kernel.shell.execution_count = 2
+        list(progress.bar(range(2), leave=False))
+        assert len(outputs) == 2
+    finally:
+        progress.show = real_show

@@ -57,6 +57,9 @@ def bar(iterable=None, **kw):
 COLOURS = {"running": "#2196f3", "done": "#4caf50", "interrupted": "#e8590c"}
 
 
+_SHARED: dict = {}  # the current cell's output that leave=False bars take turns in: {cell, handle, busy}
+
+
 class _NotebookBar(tqdm):
     """tqdm drawn as an HTML output (plus a text/plain fallback) that each refresh replaces in place.
 
@@ -67,7 +70,22 @@ class _NotebookBar(tqdm):
         super().__init__(iterable, **kw)
         self._failed = False
         if not self.disable:
-            self._handle = show(self._bundle(), raw=True, display_id=True)
+            self._handle = self._slot()
+
+    def _slot(self):
+        """Where the bar draws. Bars that leave nothing behind (leave=False: an epoch's, an evaluation's) take turns
+        in one output per cell: a cell that trains forty models keeps one empty output, not forty, and its log
+        lines stay above Lab's "Show more outputs" fold."""
+        shell = get_ipython()
+        cell = (id(shell), getattr(shell, "execution_count", None))
+        if not self.leave and _SHARED.get("cell") == cell and not _SHARED["busy"]:
+            _SHARED["busy"] = True
+            _SHARED["handle"].update(self._bundle(), raw=True)
+            return _SHARED["handle"]
+        handle = show(self._bundle(), raw=True, display_id=True)
+        if not self.leave and _SHARED.get("cell") != cell:
+            _SHARED.update(cell=cell, handle=handle, busy=True)
+        return handle
 
     def display(self, msg=None, pos=None):
         # update() calls this at most every mininterval (and before it moves last_print_t); other refreshes
@@ -88,7 +106,12 @@ class _NotebookBar(tqdm):
             return
         super().close()  # marks the bar closed; draws nothing for a gui bar
         self._ema_dt = lambda: None  # the last frame gives the average rate over the whole run, as tqdm's does
-        self._handle.update(self._bundle(closed=True), raw=True)
+        bundle = self._bundle(closed=True)
+        self._handle.update(bundle, raw=True)
+        if _SHARED.get("handle") is self._handle:  # free the shared output, unless an interrupted bar stays in it
+            _SHARED["busy"] = False
+            if bundle["text/html"]:
+                _SHARED.clear()
 
     def _bundle(self, closed: bool = False) -> dict:
         # Closed short of its total: an exception left a `for` over the bar (tqdm sees only the generator being

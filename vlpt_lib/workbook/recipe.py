@@ -119,6 +119,15 @@ def paper_card(configs: BaseModel | Mapping[str, BaseModel], *, env: bool = Fals
     return card
 
 
+def styled(card: pd.DataFrame):
+    """A recipe card as a notebook shows it: text left-aligned and top-aligned, long sources wrapped in a
+    column of their own width (pandas right-aligns and stretches every cell)."""
+    return (card.style.set_properties(**{"text-align": "left", "vertical-align": "top", "white-space": "pre-wrap"})
+            .set_properties(subset=[c for c in card.columns if c == "source"], **{"min-width": "24em",
+                                                                                 "max-width": "40em"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left"), ("vertical-align", "top")]}]))
+
+
 def _show(value) -> str:
     if isinstance(value, str) and value.startswith(os.sep):
         return shown(value)
@@ -137,13 +146,14 @@ def undocumented(config: BaseModel) -> list[str]:
 def code_note(runs: Iterable[tuple[str, Mapping]], runs_dir) -> str:
     """One line under a recipe card: whether the cached runs of these (job, cfg) were made by the code that runs
     now, else which were made (or kept, `reproduce --keep-runs`) under older code: commit and modules changed."""
-    older = []
+    older, existing = [], 0
     for job, cfg in runs:
         run_dir = run_dir_for(job, dict(cfg), runs_dir)
         try:
             versions = json.loads((run_dir / "config.json").read_text()).get("code_versions", [])
         except (OSError, ValueError):
             continue  # not run yet: it will be made by this code
+        existing += 1
         now = closure_hash(job_code(job))
         if all(v.get("code") == now for v in versions) and not code_change(run_dir):
             continue
@@ -153,6 +163,8 @@ def code_note(runs: Iterable[tuple[str, Mapping]], runs_dir) -> str:
         state = "finished" if (Path(run_dir) / "result.json").exists() else "interrupted"
         why = f"changed since: {', '.join(changed)}" if changed else "kept under changed code (--keep-runs)"
         older.append(f"{run_dir.name} ({state}; started by {commit}; {why})")
+    if not existing:
+        return "Code: none of these runs exists yet; each will be made by the code that runs now."
     if not older:
         return "Code: every cached run of this card was made by the code that runs now."
     return (f"Code: {len(older)} run(s) of this card were made by older code: " + "; ".join(older))
