@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -123,11 +124,10 @@ def _imports(tree: ast.AST, module: str, is_package: bool, root: Path) -> set[st
     return {name for name in closure if module_file(name, root) is not None}
 
 
-def module_meaning(path: Path) -> str:
+def _meaning(tree: ast.AST) -> str:
     """sha1 of what the code means: its AST without docstrings, comments or layout (a docstring, comment,
     blank-line or formatting edit leaves it as it was; any statement, name or value changed changes it)."""
-    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
-    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()[:12]
+    return hashlib.sha1(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:12]
 
 
 def _data_files(package_dir: Path) -> list[Path]:
@@ -137,11 +137,22 @@ def _data_files(package_dir: Path) -> list[Path]:
                              and d.is_relative_to(package_dir)))
 
 
+# CPython 3.11 converts a parse into ast objects with a recursion counter shared by threads (CPython gh-106905):
+# two threads parsing at once can raise "SystemError: AST constructor recursion depth mismatch", as the mini
+# reproduce did computing two notebooks' closures side by side. One parse at a time.
+_PARSING = threading.Lock()
+
+
 @functools.lru_cache(maxsize=None)
 def code_closure(modules: tuple[str, ...], root: Path = PACKAGE_ROOT) -> dict[str, str]:
     """{module (or config file): meaning hash} of every module of the package that `modules` import, directly
     or through each other: the code a job (or notebook) actually runs. A mini-world generator is not in a paper
     job's closure, so editing it re-keys nothing there. Computed once per process, like the code it imported."""
+    with _PARSING:
+        return _closure(modules, root)
+
+
+def _closure(modules: tuple[str, ...], root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     todo = [".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 2)]  # with its packages
     todo = [m for m in todo if module_file(m, root) is not None]
@@ -151,14 +162,15 @@ def code_closure(modules: tuple[str, ...], root: Path = PACKAGE_ROOT) -> dict[st
             continue
         path = module_file(module, root)
         tree = ast.parse(path.read_text(), filename=str(path))
-        out[module] = module_meaning(path)
         is_package = path.name == "__init__.py"
+        imported = _imports(tree, module, is_package, root)
+        out[module] = _meaning(tree)
         if is_package:
             for data in _data_files(path.parent):
                 rel = data.relative_to(root).as_posix()
                 out[f"{root.name}/{rel}"] = hashlib.sha1(
                     json.dumps(json.loads(data.read_text()), sort_keys=True).encode()).hexdigest()[:12]
-        todo += sorted(_imports(tree, module, is_package, root) - set(out))
+        todo += sorted(imported - set(out))
     return dict(sorted(out.items()))
 
 
@@ -168,7 +180,8 @@ def source_closure(sources: list[str]) -> dict[str, str]:
     found: set[str] = set()
     for source in sources:
         text = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-        found |= _imports(ast.parse(text), "", False, PACKAGE_ROOT)
+        with _PARSING:
+            found |= _imports(ast.parse(text), "", False, PACKAGE_ROOT)
     return code_closure(tuple(sorted(found)))
 
 
