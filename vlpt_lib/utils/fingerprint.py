@@ -137,9 +137,10 @@ def _data_files(package_dir: Path) -> list[Path]:
                              and d.is_relative_to(package_dir)))
 
 
-# CPython 3.11 converts a parse into ast objects with a recursion counter shared by threads (CPython gh-106905):
-# two threads parsing at once can raise "SystemError: AST constructor recursion depth mismatch", as the mini
-# reproduce did computing two notebooks' closures side by side. One parse at a time.
+# CPython 3.11 converts a parse into ast objects with one recursion counter per interpreter, not per thread: two
+# threads parsing at once can raise "SystemError: AST constructor recursion depth mismatch" (the symptom of CPython
+# gh-106905, reported by threaded projects), as the mini reproduce did computing two notebooks' closures side by
+# side. One parse at a time.
 _PARSING = threading.Lock()
 
 
