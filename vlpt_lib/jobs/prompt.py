@@ -117,7 +117,7 @@ def build_model(cfg: PromptRun, device: torch.device):
 def run(cfg: dict, run_dir) -> dict:
     cfg = Config.model_validate(cfg)
     run_dir = Path(run_dir)
-    log = get_logger("prompt")
+    log = get_logger()  # the library's logger: quiet in a pool worker, whose stderr a notebook shows in pink
     limit_cpu_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
