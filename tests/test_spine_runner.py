@@ -286,6 +286,8 @@ def test_executed_notebooks_name_no_folder_of_the_machine_that_ran_them(tmp_path
                                                                  "text/plain": f"{paths.REPO_ROOT}/notebooks"}),
                     nbformat.v4.new_output("error", ename="E", evalue="", traceback=[f"File {paths.REPO_ROOT}/x.py"])]
     nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["papermill"] = {"input_path": f"{paths.REPO_ROOT}/notebooks/n.ipynb",
+                                "output_path": f"{results_root}/smoke/notebooks/.partial/n.ipynb"}
     path = tmp_path / "executed.ipynb"
     nbformat.write(nb, path)
     runner._portable(path, str(data))
@@ -293,3 +295,5 @@ def test_executed_notebooks_name_no_folder_of_the_machine_that_ran_them(tmp_path
     assert outputs[0]["text"] == "saved $VLPT_RESULTS_ROOT/smoke/tables/t.csv\n"
     assert outputs[1]["data"] == {"text/html": "<td>$VLPT_DATA_ROOT/imagenet</td>", "text/plain": "./notebooks"}
     assert outputs[2]["traceback"] == ["File ./x.py"]
+    assert nbformat.read(path, as_version=4).metadata["papermill"] == {
+        "input_path": "./notebooks/n.ipynb", "output_path": "$VLPT_RESULTS_ROOT/smoke/notebooks/.partial/n.ipynb"}

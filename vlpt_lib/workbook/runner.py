@@ -424,6 +424,10 @@ def _portable(executed: Path, data_root: str | None) -> None:
                     output["data"][kind] = rewrite(value if isinstance(value, str) else "".join(value))
             if "traceback" in output:
                 output["traceback"] = [rewrite(line) for line in output["traceback"]]
+    run_info = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if isinstance(run_info.get(key), str):
+            run_info[key] = rewrite(run_info[key])
     nbformat.write(nb, executed)
 
 
