@@ -249,3 +249,22 @@ def test_the_exports_are_found_from_notebook_10s_run_folders(results_root):
     cfgs = mvp._params_pretrain_cfgs("smoke", ["hog"])[1]
     assert exports["hog"]["export"] == str(launch.run_dir_for("pretrain", cfgs["hog"], paths.runs_dir("smoke"))
                                            / pretrain.EXPORT_NAME)
+
+
+def test_the_exports_follow_the_parameters_notebook_10_last_ran_with(results_root):
+    """A dry run (or any runner override) gives notebook 10 parameters its params file lacks: notebooks 11/12 find
+    the students of that run, from notebook 10's record in the same results folder."""
+    import json
+
+    from vlpt_lib.jobs import launch, pretrain
+    from vlpt_lib.workbook import mvp, paths
+
+    before = mvp.pretrained_exports("smoke", ["hog"])["hog"]["export"]
+    record = paths.executed_dir("smoke") / "10_mvp_pretrain.run.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"status": "ok", "params": {"data_root": "/synthetic/world", "targets": ["hog"]}}))
+    cfg = mvp.pretrain_cfgs("smoke", mvp.params.effective("10_mvp_pretrain", "smoke")["pretrain"], ["hog"],
+                            data_root="/synthetic/world", threads=mvp.params.effective("10_mvp_pretrain", "smoke").get("threads"))["hog"]
+    after = mvp.pretrained_exports("smoke", ["hog"])["hog"]["export"]
+    assert after != before and cfg["data"]["root"] == "/synthetic/world"
+    assert after == str(launch.run_dir_for("pretrain", cfg, paths.runs_dir("smoke")) / pretrain.EXPORT_NAME)

@@ -137,8 +137,14 @@ def params_targets(profile: str) -> list[str]:
 
 
 def _params_pretrain_cfgs(profile: str, targets: Iterable[str] | None = None) -> tuple[dict, dict[str, dict]]:
-    """(notebook 10's effective params, its pretrain cfgs for `targets`, None: the targets it lists) on `profile`."""
+    """(notebook 10's params, its pretrain cfgs for `targets`, None: the targets it lists) on `profile`: the parameters
+    its last run in this results folder was given (its record: a dry run's or a runner's overrides included), else
+    its parameters cell + params/<profile>/10_mvp_pretrain.yaml."""
     p = params.effective(PRETRAIN_NOTEBOOK, profile)
+    try:
+        p = {**p, **json.loads((paths.executed_dir(profile) / f"{PRETRAIN_NOTEBOOK}.run.json").read_text())["params"]}
+    except (OSError, ValueError, KeyError):
+        pass  # notebook 10 never ran here (Lab, a test): its parameters as written
     targets = list(p["targets"] if targets is None else targets)
     cfgs = pretrain_cfgs(profile, p["pretrain"], targets, data_root=p.get("data_root"),
                          clip_model=p.get("clip_model"), clip_pretrained=p.get("clip_pretrained"),
